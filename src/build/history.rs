@@ -1,0 +1,165 @@
+//! Re-purchase statistics per item and history summaries per customer, from one pass over the
+//! (customer, item, time) purchase events sorted by customer and item.
+//!
+//! Purchases of one item by one customer closer than `min_interval_days` are one purchase
+//! occasion (a split order is not a re-purchase). The typical interval is the median of the gaps
+//! between consecutive occasions, its spread the interquartile range, so consumables (weeks) and
+//! durables (no repeats, or years) separate.
+
+use rayon::slice::ParallelSliceMut;
+
+use super::baskets::Baskets;
+use crate::config::BuildConfig;
+use crate::ingest::{GUEST, OrderLog};
+use crate::model::{CustomerTable, HistoryEntry, RepurchaseStats, SECONDS_PER_DAY};
+
+/// Median and interquartile range of `values` (reordered in place); NaN when empty.
+pub fn median_iqr(values: &mut [f32]) -> (f32, f32) {
+    if values.is_empty() {
+        return (f32::NAN, f32::NAN);
+    }
+    values.sort_unstable_by(f32::total_cmp);
+    let at = |q: f32| {
+        let pos = q * (values.len() - 1) as f32;
+        let lo = pos.floor() as usize;
+        let hi = pos.ceil() as usize;
+        values[lo] + (values[hi] - values[lo]) * (pos - lo as f32)
+    };
+    (at(0.5), at(0.75) - at(0.25))
+}
+
+pub struct HistoryOutput {
+    pub repurchase: Vec<RepurchaseStats>,
+    pub customers: CustomerTable,
+}
+
+pub fn compute(
+    log: &OrderLog,
+    baskets: &Baskets,
+    end_time: i64,
+    cfg: &BuildConfig,
+) -> HistoryOutput {
+    let n_items = log.items.len();
+    let n_customers = log.customers.len();
+    let mut events: Vec<(u32, u32, i64)> = log
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let order = log.orders[l.order as usize];
+            (order.customer != GUEST).then_some((order.customer, l.item, order.timestamp))
+        })
+        .collect();
+    events.par_sort_unstable();
+
+    let min_gap = (cfg.min_interval_days as f64 * SECONDS_PER_DAY) as i64;
+    let decay_rate = std::f64::consts::LN_2 / (cfg.history_half_life_days as f64 * SECONDS_PER_DAY);
+    let mut buyers = vec![0u32; n_items];
+    let mut repeat_buyers = vec![0u32; n_items];
+    let mut item_intervals: Vec<(u32, f32)> = Vec::new();
+    let mut history_offsets = vec![0u32; n_customers + 1];
+    let mut history: Vec<HistoryEntry> = Vec::new();
+    let mut personal: Vec<f32> = Vec::new();
+
+    let mut start = 0;
+    while start < events.len() {
+        let (customer, item, _) = events[start];
+        let mut end = start;
+        while end < events.len() && events[end].0 == customer && events[end].1 == item {
+            end += 1;
+        }
+        let times = events[start..end].iter().map(|e| e.2);
+        personal.clear();
+        let mut occasions = 0u32;
+        let mut last: Option<i64> = None;
+        let mut weight = 0.0f64;
+        for t in times {
+            weight += (-(end_time - t).max(0) as f64 * decay_rate).exp();
+            match last {
+                Some(prev) if t - prev < min_gap => continue,
+                Some(prev) => personal.push(((t - prev) as f64 / SECONDS_PER_DAY) as f32),
+                None => {}
+            }
+            occasions += 1;
+            last = Some(t);
+        }
+        buyers[item as usize] += 1;
+        if occasions >= 2 {
+            repeat_buyers[item as usize] += 1;
+            item_intervals.extend(personal.iter().map(|&d| (item, d)));
+        }
+        let (interval_days, _) = median_iqr(&mut personal);
+        history.push(HistoryEntry {
+            item,
+            purchases: occasions,
+            weight: weight as f32,
+            last_purchase: events[end - 1].2,
+            interval_days,
+        });
+        history_offsets[customer as usize + 1] = history.len() as u32;
+        start = end;
+    }
+    // Customers without kept purchases inherit the previous offset.
+    for c in 1..=n_customers {
+        history_offsets[c] = history_offsets[c].max(history_offsets[c - 1]);
+    }
+
+    item_intervals.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut repurchase: Vec<RepurchaseStats> = (0..n_items)
+        .map(|i| RepurchaseStats {
+            buyers: buyers[i],
+            repeat_buyers: repeat_buyers[i],
+            median_interval_days: f32::NAN,
+            interval_iqr_days: f32::NAN,
+        })
+        .collect();
+    let mut scratch: Vec<f32> = Vec::new();
+    for group in item_intervals.chunk_by(|a, b| a.0 == b.0) {
+        scratch.clear();
+        scratch.extend(group.iter().map(|g| g.1));
+        let (median, iqr) = median_iqr(&mut scratch);
+        let stats = &mut repurchase[group[0].0 as usize];
+        stats.median_interval_days = median;
+        stats.interval_iqr_days = iqr;
+    }
+
+    let mut customers = CustomerTable {
+        ids: log.customers.names().to_vec(),
+        orders: vec![0; n_customers],
+        first_order: vec![0; n_customers],
+        last_order: vec![0; n_customers],
+        history_offsets,
+        history,
+        last_order_offsets: vec![0; n_customers + 1],
+        last_order_items: Vec::new(),
+    };
+    for c in 0..n_customers {
+        let orders = baskets.customer_orders(c as u32);
+        customers.orders[c] = orders.len() as u32;
+        if let (Some(&first), Some(&last)) = (orders.first(), orders.last()) {
+            customers.first_order[c] = log.orders[first as usize].timestamp;
+            customers.last_order[c] = log.orders[last as usize].timestamp;
+            customers
+                .last_order_items
+                .extend_from_slice(baskets.order_items(last));
+        }
+        customers.last_order_offsets[c + 1] = customers.last_order_items.len() as u32;
+    }
+    HistoryOutput {
+        repurchase,
+        customers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_iqr;
+
+    #[test]
+    fn median_and_iqr_interpolate() {
+        let (m, iqr) = median_iqr(&mut [7.0, 1.0, 3.0, 5.0]);
+        assert_eq!(m, 4.0);
+        assert_eq!(iqr, 3.0);
+        let (m, iqr) = median_iqr(&mut []);
+        assert!(m.is_nan() && iqr.is_nan());
+    }
+}

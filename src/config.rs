@@ -1,0 +1,85 @@
+//! Build configuration: the knobs of the model computation, with production defaults. Read from
+//! the `[model]` table of a mapping file and stored in every model's manifest.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::MappingError;
+
+/// How the model is computed. Every field has a default; see README "Model" for the formulas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// Neighbours kept per item in each precomputed list.
+    pub top_n: usize,
+    /// Minimum number of orders (or transitions) a pair needs to be listed.
+    pub min_support: u32,
+    /// Exponent on the anchor's count in the asymmetric cosine score; 0.5 is the cosine,
+    /// 1.0 the confidence P(j|i) (which echoes popularity).
+    pub alpha: f32,
+    /// Support shrinkage: scores are multiplied by `support / (support + shrinkage)`.
+    pub shrinkage: f32,
+    /// Baskets larger than this contribute `basket_cap / (n - 1)` per pair instead of 1,
+    /// so one huge order cannot dominate.
+    pub basket_cap: usize,
+    /// Baskets larger than this are left out of pair counting altogether.
+    pub max_basket_items: usize,
+    /// How many following orders count as "next order" (weights 1, 1/2, 1/3, ...).
+    pub next_order_window: usize,
+    /// Half-life of a purchase in a customer's history weights.
+    pub history_half_life_days: f32,
+    /// Half-life of an order in recent popularity.
+    pub recent_half_life_days: f32,
+    /// Purchases closer than this count as one purchase occasion for intervals.
+    pub min_interval_days: f32,
+    /// An item is replenishable when at least this share of its buyers re-buy it ...
+    pub replenish_min_share: f32,
+    /// ... and at least this many buyers do.
+    pub replenish_min_repeat_buyers: u32,
+    /// Items kept per category in the popularity lists.
+    pub top_per_category: usize,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        Self {
+            top_n: 50,
+            min_support: 2,
+            alpha: 0.5,
+            shrinkage: 2.0,
+            basket_cap: 30,
+            max_basket_items: 500,
+            next_order_window: 2,
+            history_half_life_days: 90.0,
+            recent_half_life_days: 30.0,
+            min_interval_days: 1.0,
+            replenish_min_share: 0.1,
+            replenish_min_repeat_buyers: 3,
+            top_per_category: 100,
+        }
+    }
+}
+
+impl BuildConfig {
+    pub fn validate(self) -> Result<Self, MappingError> {
+        let bad = |what: &str| Err(MappingError::Invalid(format!("model.{what}")));
+        if self.top_n == 0 || self.top_n > 1000 {
+            return bad("top_n must be in 1..=1000");
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return bad("alpha must be in [0, 1]");
+        }
+        if self.shrinkage < 0.0 || !self.shrinkage.is_finite() {
+            return bad("shrinkage must be >= 0");
+        }
+        if self.basket_cap < 2 || self.max_basket_items < 2 {
+            return bad("basket_cap and max_basket_items must be >= 2");
+        }
+        if self.history_half_life_days <= 0.0 || self.recent_half_life_days <= 0.0 {
+            return bad("half-lives must be > 0 days");
+        }
+        if self.min_support == 0 {
+            return bad("min_support must be >= 1");
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,15 @@
+//! cobuy: recommendations from order history that bring first-time buyers back.
+//!
+//! Data flows one way: [`ingest`] → [`build`] → [`model`] (read-only) → [`rank`] → serving.
+//! See ARCHITECTURE.md for the map.
+
+pub mod build;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod ingest;
+pub mod inspect;
+pub mod mapping;
+pub mod model;
+pub mod progress;
+pub mod rank;

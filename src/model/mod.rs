@@ -1,0 +1,302 @@
+//! The model: everything `cobuy build` computes and the server reads, immutable once loaded.
+//!
+//! Tables are struct-of-arrays or CSR (offsets + flat values) indexed by [`ItemIdx`] and
+//! [`CustomerIdx`], so a request touches a few contiguous slices and never allocates to look up.
+
+pub mod store;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::BuildConfig;
+use crate::ids::{CustomerIdx, ItemIdx};
+
+/// Marks "no category" / "no brand" / "no parent".
+pub const NONE: u32 = u32::MAX;
+
+pub const SECONDS_PER_DAY: f64 = 86_400.0;
+
+/// Item attributes, by item index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ItemTable {
+    pub ids: Vec<String>,
+    /// Empty when neither the catalog nor the order lines name the item.
+    pub titles: Vec<String>,
+    /// Leaf category index, or [`NONE`].
+    pub category: Vec<u32>,
+    /// Brand index into [`ModelData::brands`], or [`NONE`].
+    pub brand: Vec<u32>,
+    /// Unit price: the catalog's, else the median paid in orders; NaN when unknown.
+    pub price: Vec<f32>,
+    pub available: Vec<bool>,
+    /// Bought again by enough of its buyers to remind them (or flagged so in the catalog).
+    pub replenishable: Vec<bool>,
+    /// Orders containing the item.
+    pub order_count: Vec<u32>,
+}
+
+impl ItemTable {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Category paths (`A > B > C`), every prefix of a catalog path included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CategoryTable {
+    pub paths: Vec<String>,
+    /// Parent category, or [`NONE`] for a top-level one.
+    pub parent: Vec<u32>,
+}
+
+impl CategoryTable {
+    /// The category and its ancestors, nearest first.
+    pub fn lineage(&self, category: u32) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors((category != NONE).then_some(category), |&c| {
+            let p = self.parent[c as usize];
+            (p != NONE).then_some(p)
+        })
+    }
+}
+
+/// One precomputed neighbour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    pub item: ItemIdx,
+    pub score: f32,
+    /// Number of orders (bought together) or order-to-next-order transitions (next order) in
+    /// which the pair occurred.
+    pub support: u32,
+}
+
+/// Top-N neighbour lists of every item, best first, in CSR form.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NeighbourLists {
+    pub offsets: Vec<u32>,
+    pub items: Vec<u32>,
+    pub scores: Vec<f32>,
+    pub support: Vec<u32>,
+}
+
+impl NeighbourLists {
+    pub fn from_lists(lists: Vec<Vec<(u32, f32, u32)>>) -> Self {
+        let total = lists.iter().map(Vec::len).sum();
+        let mut out = Self {
+            offsets: Vec::with_capacity(lists.len() + 1),
+            items: Vec::with_capacity(total),
+            scores: Vec::with_capacity(total),
+            support: Vec::with_capacity(total),
+        };
+        out.offsets.push(0);
+        for list in lists {
+            for (item, score, support) in list {
+                out.items.push(item);
+                out.scores.push(score);
+                out.support.push(support);
+            }
+            out.offsets.push(out.items.len() as u32);
+        }
+        out
+    }
+
+    pub fn of(&self, item: ItemIdx) -> impl ExactSizeIterator<Item = Neighbour> + '_ {
+        let range = match (self.offsets.get(item.ix()), self.offsets.get(item.ix() + 1)) {
+            (Some(&a), Some(&b)) => a as usize..b as usize,
+            _ => 0..0,
+        };
+        range.map(move |k| Neighbour {
+            item: ItemIdx(self.items[k]),
+            score: self.scores[k],
+            support: self.support[k],
+        })
+    }
+
+    pub fn len_of(&self, item: ItemIdx) -> usize {
+        self.of(item).len()
+    }
+}
+
+/// How often an item's buyers buy it again, and after how long.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct RepurchaseStats {
+    pub buyers: u32,
+    /// Buyers with purchases on at least two different days.
+    pub repeat_buyers: u32,
+    /// Median days between one buyer's consecutive purchases; NaN without repeats.
+    pub median_interval_days: f32,
+    /// Interquartile range of those intervals, in days; NaN without repeats.
+    pub interval_iqr_days: f32,
+}
+
+impl RepurchaseStats {
+    pub fn repeat_share(&self) -> f32 {
+        if self.buyers == 0 {
+            0.0
+        } else {
+            self.repeat_buyers as f32 / self.buyers as f32
+        }
+    }
+}
+
+/// Popularity signals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Popularity {
+    /// Time-decayed order count (half-life `recent_half_life_days`), by item.
+    pub recent: Vec<f32>,
+    /// Most popular items overall, best first (recent-weighted).
+    pub top: Vec<u32>,
+    /// Most popular items per category (including descendants), CSR by category index.
+    pub top_by_category_offsets: Vec<u32>,
+    pub top_by_category: Vec<u32>,
+}
+
+impl Popularity {
+    pub fn top_in_category(&self, category: u32) -> &[u32] {
+        let c = category as usize;
+        match (
+            self.top_by_category_offsets.get(c),
+            self.top_by_category_offsets.get(c + 1),
+        ) {
+            (Some(&a), Some(&b)) => &self.top_by_category[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+}
+
+/// What the model remembers of one customer's purchases of one item.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    pub item: u32,
+    /// Orders (purchase days) containing the item.
+    pub purchases: u32,
+    /// Time-decayed purchase frequency (half-life `history_half_life_days`) at the model's end time.
+    pub weight: f32,
+    /// Time of the last purchase, seconds.
+    pub last_purchase: i64,
+    /// This customer's median days between purchases of the item; NaN with one purchase.
+    pub interval_days: f32,
+}
+
+/// Per-customer history summaries, CSR by customer index; entries sorted by item.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CustomerTable {
+    pub ids: Vec<String>,
+    pub orders: Vec<u32>,
+    pub first_order: Vec<i64>,
+    pub last_order: Vec<i64>,
+    pub history_offsets: Vec<u32>,
+    pub history: Vec<HistoryEntry>,
+    /// Items of the customer's most recent order, CSR by customer index.
+    pub last_order_offsets: Vec<u32>,
+    pub last_order_items: Vec<u32>,
+}
+
+impl CustomerTable {
+    pub fn history(&self, customer: CustomerIdx) -> &[HistoryEntry] {
+        let c = customer.ix();
+        &self.history[self.history_offsets[c] as usize..self.history_offsets[c + 1] as usize]
+    }
+
+    pub fn last_order_items(&self, customer: CustomerIdx) -> &[u32] {
+        let c = customer.ix();
+        &self.last_order_items
+            [self.last_order_offsets[c] as usize..self.last_order_offsets[c + 1] as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The span of time the model was built from.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct TimeSpan {
+    pub first_order: i64,
+    pub last_order: i64,
+    /// Timestamps are relative day numbers, not calendar time.
+    pub relative: bool,
+}
+
+/// The serialized body of a model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelData {
+    pub config: BuildConfig,
+    pub time: TimeSpan,
+    pub total_orders: u32,
+    pub items: ItemTable,
+    pub categories: CategoryTable,
+    pub brands: Vec<String>,
+    pub bought_together: NeighbourLists,
+    pub next_order: NeighbourLists,
+    pub repurchase: Vec<RepurchaseStats>,
+    pub popularity: Popularity,
+    pub customers: CustomerTable,
+}
+
+/// A loaded model with its lookup indexes.
+#[derive(Debug)]
+pub struct Model {
+    pub version: String,
+    pub data: ModelData,
+    item_index: FxHashMap<String, u32>,
+    customer_index: FxHashMap<String, u32>,
+}
+
+impl Model {
+    pub fn new(version: String, data: ModelData) -> Self {
+        let item_index = data
+            .items
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        let customer_index = data
+            .customers
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        Self {
+            version,
+            data,
+            item_index,
+            customer_index,
+        }
+    }
+
+    pub fn item(&self, id: &str) -> Option<ItemIdx> {
+        self.item_index.get(id).map(|&i| ItemIdx(i))
+    }
+
+    pub fn customer(&self, id: &str) -> Option<CustomerIdx> {
+        self.customer_index.get(id).map(|&i| CustomerIdx(i))
+    }
+
+    pub fn item_id(&self, item: ItemIdx) -> &str {
+        &self.data.items.ids[item.ix()]
+    }
+
+    pub fn n_items(&self) -> usize {
+        self.data.items.len()
+    }
+
+    /// Confidence P(j | i) and lift of a bought-together pair, for quoting.
+    pub fn pair_evidence(&self, anchor: ItemIdx, support: u32, other: ItemIdx) -> (f32, f32) {
+        let items = &self.data.items;
+        let n_anchor = items.order_count[anchor.ix()].max(1) as f32;
+        let n_other = items.order_count[other.ix()].max(1) as f32;
+        let confidence = support as f32 / n_anchor;
+        let lift = support as f32 * self.data.total_orders.max(1) as f32 / (n_anchor * n_other);
+        (confidence, lift)
+    }
+}

@@ -1,0 +1,372 @@
+//! The model directory: `models/<version>/{manifest.json, model.bin}` plus a `CURRENT` file
+//! naming the live version.
+//!
+//! Publishing is atomic: a version is written under a hidden `.building-*` directory, fsynced,
+//! renamed into place, and only then is `CURRENT` replaced (write `CURRENT.tmp`, fsync, rename).
+//! A build killed at any point leaves `CURRENT` and the version it names untouched.
+//!
+//! Architecture Invariant: nothing but [`publish`] writes `CURRENT`, and it does so last.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Model, ModelData};
+use crate::build::BuildReport;
+use crate::error::StoreError;
+
+pub const CURRENT: &str = "CURRENT";
+pub const MANIFEST: &str = "manifest.json";
+pub const MODEL_BIN: &str = "model.bin";
+/// Bumped when the binary layout of `model.bin` changes; a server refuses other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One file of a model version and its checksum.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileChecksum {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What a model version is and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: String,
+    pub format_version: u32,
+    pub cobuy_version: String,
+    /// RFC 3339.
+    pub built_at: String,
+    /// The mapping and build configuration, as validated.
+    pub config: serde_json::Value,
+    pub report: BuildReport,
+    pub files: Vec<FileChecksum>,
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// A fresh version name: UTC build time, sortable, with a suffix if taken.
+pub fn new_version_name(root: &Path) -> String {
+    let base = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    if !root.join(&base).exists() {
+        return base;
+    }
+    (2..)
+        .map(|k| format!("{base}-{k}"))
+        .find(|name| !root.join(name).exists())
+        .unwrap_or(base)
+}
+
+/// Writes a model version aside and publishes it as `CURRENT`. Returns the version directory.
+pub fn publish(
+    root: &Path,
+    data: &ModelData,
+    config: serde_json::Value,
+    report: &BuildReport,
+) -> Result<PathBuf, StoreError> {
+    fs::create_dir_all(root).map_err(StoreError::io(root))?;
+    let version = new_version_name(root);
+    let staging = root.join(format!(".building-{version}-{}", std::process::id()));
+    fs::create_dir_all(&staging).map_err(StoreError::io(&staging))?;
+
+    let bin_path = staging.join(MODEL_BIN);
+    let checksum = write_hashed(&bin_path, |w| {
+        bincode::serde::encode_into_std_write(data, w, bincode_config())
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })?;
+    let manifest = Manifest {
+        version: version.clone(),
+        format_version: FORMAT_VERSION,
+        cobuy_version: env!("CARGO_PKG_VERSION").to_owned(),
+        built_at: chrono::Utc::now().to_rfc3339(),
+        config,
+        report: report.clone(),
+        files: vec![FileChecksum {
+            name: MODEL_BIN.into(),
+            bytes: checksum.0,
+            sha256: checksum.1,
+        }],
+    };
+    let manifest_path = staging.join(MANIFEST);
+    write_hashed(&manifest_path, |w| {
+        serde_json::to_writer_pretty(w, &manifest).map_err(std::io::Error::other)
+    })?;
+    sync_dir(&staging)?;
+
+    let final_dir = root.join(&version);
+    fs::rename(&staging, &final_dir).map_err(StoreError::io(&final_dir))?;
+    sync_dir(root)?;
+    set_current(root, &version)?;
+    tracing::info!(version = %version, dir = %final_dir.display(), "model published");
+    Ok(final_dir)
+}
+
+/// Points `CURRENT` at `version` atomically.
+pub fn set_current(root: &Path, version: &str) -> Result<(), StoreError> {
+    let tmp = root.join(format!("{CURRENT}.tmp-{}", std::process::id()));
+    {
+        let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        writeln!(f, "{version}").map_err(StoreError::io(&tmp))?;
+        f.sync_all().map_err(StoreError::io(&tmp))?;
+    }
+    let current = root.join(CURRENT);
+    fs::rename(&tmp, &current).map_err(StoreError::io(&current))?;
+    sync_dir(root)
+}
+
+/// The version `CURRENT` names.
+pub fn current_version(root: &Path) -> Result<String, StoreError> {
+    let path = root.join(CURRENT);
+    let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NoCurrent {
+            path: root.to_path_buf(),
+        },
+        _ => StoreError::Io {
+            path: path.clone(),
+            source: e,
+        },
+    })?;
+    let version = text.trim();
+    if version.is_empty() || version.contains('/') || version.starts_with('.') {
+        return Err(StoreError::Invalid {
+            path,
+            what: format!("CURRENT names {version:?}, not a version"),
+        });
+    }
+    Ok(version.to_owned())
+}
+
+/// Loads the version `CURRENT` names.
+pub fn load_current(root: &Path) -> Result<Model, StoreError> {
+    let version = current_version(root)?;
+    load_version(&root.join(version))
+}
+
+/// Reads a version's manifest.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
+    let path = dir.join(MANIFEST);
+    let text = fs::read_to_string(&path).map_err(StoreError::io(&path))?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Decode {
+        path,
+        what: e.to_string(),
+    })
+}
+
+/// Loads and verifies one version directory.
+pub fn load_version(dir: &Path) -> Result<Model, StoreError> {
+    let manifest = read_manifest(dir)?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(StoreError::Invalid {
+            path: dir.to_path_buf(),
+            what: format!(
+                "format version {} (this cobuy reads {FORMAT_VERSION})",
+                manifest.format_version
+            ),
+        });
+    }
+    let bin_path = dir.join(MODEL_BIN);
+    let expected = manifest
+        .files
+        .iter()
+        .find(|f| f.name == MODEL_BIN)
+        .ok_or_else(|| StoreError::Invalid {
+            path: dir.to_path_buf(),
+            what: format!("manifest lists no {MODEL_BIN}"),
+        })?;
+    let bytes = fs::read(&bin_path).map_err(StoreError::io(&bin_path))?;
+    let found = hex(&Sha256::digest(&bytes));
+    if found != expected.sha256 || bytes.len() as u64 != expected.bytes {
+        return Err(StoreError::Checksum {
+            path: bin_path,
+            expected: expected.sha256.clone(),
+            found,
+        });
+    }
+    let (data, _): (ModelData, usize) = bincode::serde::decode_from_slice(&bytes, bincode_config())
+        .map_err(|e| StoreError::Decode {
+            path: bin_path.clone(),
+            what: e.to_string(),
+        })?;
+    validate(&data).map_err(|what| StoreError::Invalid {
+        path: dir.to_path_buf(),
+        what,
+    })?;
+    Ok(Model::new(manifest.version, data))
+}
+
+/// Structural checks that keep every index in bounds at request time.
+fn validate(data: &ModelData) -> Result<(), String> {
+    let n = data.items.len();
+    let items = &data.items;
+    let same = [
+        items.titles.len(),
+        items.category.len(),
+        items.brand.len(),
+        items.price.len(),
+        items.available.len(),
+        items.replenishable.len(),
+        items.order_count.len(),
+        data.repurchase.len(),
+        data.popularity.recent.len(),
+    ];
+    if same.iter().any(|&len| len != n) {
+        return Err("item tables differ in length".into());
+    }
+    for (name, lists) in [
+        ("bought_together", &data.bought_together),
+        ("next_order", &data.next_order),
+    ] {
+        if lists.offsets.len() != n + 1
+            || lists.offsets.last().copied().unwrap_or(0) as usize != lists.items.len()
+        {
+            return Err(format!("{name} offsets do not match"));
+        }
+        if lists.items.iter().any(|&i| i as usize >= n)
+            || lists.offsets.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err(format!("{name} out of range"));
+        }
+    }
+    let c = &data.customers;
+    let nc = c.ids.len();
+    if c.history_offsets.len() != nc + 1
+        || c.last_order_offsets.len() != nc + 1
+        || c.orders.len() != nc
+    {
+        return Err("customer tables differ in length".into());
+    }
+    if c.history.iter().any(|h| h.item as usize >= n)
+        || c.last_order_items.iter().any(|&i| i as usize >= n)
+    {
+        return Err("customer history names an unknown item".into());
+    }
+    let n_categories = data.categories.paths.len() as u32;
+    if items
+        .category
+        .iter()
+        .any(|&k| k != super::NONE && k >= n_categories)
+    {
+        return Err("item category out of range".into());
+    }
+    Ok(())
+}
+
+/// Removes all but the newest `keep` versions (never the one `CURRENT` names) and leftovers of
+/// interrupted builds. Returns the removed directories.
+pub fn prune(root: &Path, keep: usize) -> Result<Vec<PathBuf>, StoreError> {
+    let current = current_version(root).ok();
+    let mut versions = Vec::new();
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(root).map_err(StoreError::io(root))? {
+        let entry = entry.map_err(StoreError::io(root))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if let Some(rest) = name.strip_prefix(".building-") {
+            // Only remove staging directories of processes that are gone.
+            let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            }) {
+                fs::remove_dir_all(&path).map_err(StoreError::io(&path))?;
+                removed.push(path);
+            }
+            continue;
+        }
+        if path.join(MANIFEST).exists() {
+            versions.push(name);
+        }
+    }
+    versions.sort();
+    let excess = versions.len().saturating_sub(keep);
+    for name in versions.into_iter().take(excess) {
+        if Some(&name) == current.as_ref() {
+            continue;
+        }
+        let path = root.join(&name);
+        fs::remove_dir_all(&path).map_err(StoreError::io(&path))?;
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a file through `f`, fsyncs it, and returns its size and SHA-256.
+fn write_hashed(
+    path: &Path,
+    f: impl FnOnce(&mut HashingWriter<BufWriter<File>>) -> std::io::Result<()>,
+) -> Result<(u64, String), StoreError> {
+    let file = File::create(path).map_err(StoreError::io(path))?;
+    let mut writer = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    f(&mut writer).map_err(|e| StoreError::Encode {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    writer.flush().map_err(StoreError::io(path))?;
+    let HashingWriter {
+        inner,
+        hasher,
+        bytes,
+    } = writer;
+    let file = inner.into_inner().map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(StoreError::io(path))?;
+    Ok((bytes, hex(&hasher.finalize())))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file, for `cobuy inspect --verify` and tests.
+pub fn file_sha256(path: &Path) -> Result<String, StoreError> {
+    let mut reader = BufReader::new(File::open(path).map_err(StoreError::io(path))?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buf).map_err(StoreError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}

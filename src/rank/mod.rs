@@ -1,0 +1,4 @@
+//! Ranking: plain synchronous functions from a [`crate::model::Model`] and a request to a ranked
+//! list. Shared by the server, `cobuy eval` and `cobuy inspect`; no IO, no tokio.
+
+pub mod buy_again;
