@@ -41,7 +41,7 @@ pub fn compute(
         order_count,
     };
     items.order_count.resize(n_items, 0);
-    for i in 0..n_items {
+    for (i, &paid_price) in paid.iter().enumerate() {
         let e = entry(i);
         let title = e
             .and_then(|e| e.title.clone())
@@ -58,7 +58,9 @@ pub fn compute(
             })
         });
         items.brand.push(brand);
-        items.price.push(e.and_then(|e| e.price).unwrap_or(paid[i]));
+        items
+            .price
+            .push(e.and_then(|e| e.price).unwrap_or(paid_price));
         items
             .available
             .push(e.and_then(|e| e.available).unwrap_or(true));

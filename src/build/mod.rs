@@ -134,3 +134,110 @@ pub fn model_from_log(
         customers: history.customers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ids::{Interner, ItemIdx};
+    use crate::ingest::{OrderHeader, OrderLine};
+
+    /// A log of `baskets` over items "0".."n", one customer per 3 orders, a day apart.
+    fn log_from(baskets: &[Vec<u32>], n_items: u32) -> OrderLog {
+        let mut log = OrderLog {
+            items: Interner::from_names((0..n_items).map(|i| i.to_string()).collect()),
+            customers: Interner::from_names(
+                (0..baskets.len().div_ceil(3))
+                    .map(|c| format!("c{c}"))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        for (o, basket) in baskets.iter().enumerate() {
+            log.orders.push(OrderHeader {
+                customer: (o / 3) as u32,
+                timestamp: o as i64 * 86_400,
+            });
+            let mut items = basket.clone();
+            items.sort_unstable();
+            items.dedup();
+            for item in items {
+                log.lines.push(OrderLine {
+                    order: o as u32,
+                    item,
+                    quantity: 1.0,
+                    unit_price: 1.0,
+                });
+            }
+        }
+        log.line_titles = vec![None; n_items as usize];
+        log
+    }
+
+    fn baskets_strategy() -> impl Strategy<Value = Vec<Vec<u32>>> {
+        prop::collection::vec(prop::collection::vec(0u32..12, 1..6), 3..40)
+    }
+
+    proptest! {
+        #[test]
+        fn bought_together_scores_keep_their_invariants(baskets in baskets_strategy(), min_support in 1u32..3) {
+            let log = log_from(&baskets, 12);
+            let cfg = BuildConfig { min_support, top_n: 1000, ..BuildConfig::default() };
+            let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+            let lists = &data.bought_together;
+            for i in 0..12u32 {
+                let neighbours: Vec<_> = lists.of(ItemIdx(i)).collect();
+                prop_assert!(neighbours.windows(2).all(|w| w[0].score >= w[1].score), "sorted by score");
+                for n in &neighbours {
+                    prop_assert_ne!(n.item, ItemIdx(i), "no item is its own neighbour");
+                    prop_assert!(n.support >= min_support, "support threshold respected");
+                    let together = baskets.iter().filter(|b| b.contains(&i) && b.contains(&n.item.0)).count() as u32;
+                    prop_assert_eq!(n.support, together, "support is the number of shared orders");
+                    // Co-occurrence counts are symmetric: j lists i with the same support.
+                    let back = lists.of(n.item).find(|m| m.item == ItemIdx(i));
+                    prop_assert_eq!(back.map(|m| m.support), Some(n.support));
+                }
+            }
+            for n in data.next_order.of(ItemIdx(0)) {
+                prop_assert_ne!(n.item, ItemIdx(0));
+                prop_assert!(n.support >= min_support);
+            }
+        }
+    }
+
+    #[test]
+    fn top_n_truncates_and_sorts() {
+        let baskets: Vec<Vec<u32>> = (0..10).map(|k| vec![0, 1 + k % 5]).collect();
+        let log = log_from(&baskets, 6);
+        let cfg = BuildConfig {
+            top_n: 2,
+            min_support: 1,
+            ..BuildConfig::default()
+        };
+        let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+        assert_eq!(data.bought_together.len_of(ItemIdx(0)), 2);
+        assert_eq!(data.bought_together.len_of(ItemIdx(1)), 1);
+    }
+
+    #[test]
+    fn a_huge_basket_cannot_dominate() {
+        // Item 0 appears with item 1 in 5 small baskets, and with 2..=400 in one huge basket.
+        let mut baskets: Vec<Vec<u32>> = (0..5).map(|_| vec![0, 1]).collect();
+        baskets.push((0..400).collect());
+        baskets.push(vec![2, 3]);
+        let log = log_from(&baskets, 400);
+        let cfg = BuildConfig {
+            min_support: 1,
+            top_n: 5,
+            ..BuildConfig::default()
+        };
+        let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+        let top = data
+            .bought_together
+            .of(ItemIdx(0))
+            .next()
+            .expect("neighbour");
+        assert_eq!(top.item, ItemIdx(1));
+    }
+}

@@ -310,7 +310,7 @@ fn read_order_file(
             }
         }
         rows += 1;
-        if rows % 65_536 == 0 {
+        if rows.is_multiple_of(65_536) {
             bar.set(source.progress().0);
         }
         let row = match parse_order_row(source.as_ref(), &cols, m, gap_days, &mut bufs) {
@@ -631,7 +631,7 @@ pub fn read_catalog(
             Ok(None) => {}
             Err(e) => bad.skip(e)?,
         }
-        if rows % 65_536 == 0 {
+        if rows.is_multiple_of(65_536) {
             bar.set(source.progress().0);
         }
     }

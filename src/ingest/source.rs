@@ -94,10 +94,10 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-fn open_stream(
-    path: &Path,
-    gzipped: bool,
-) -> Result<(Box<dyn Read>, Arc<AtomicU64>, u64), IngestError> {
+/// A decompressed byte stream, a counter of the file bytes read so far, and the file size.
+type CountedStream = (Box<dyn Read>, Arc<AtomicU64>, u64);
+
+fn open_stream(path: &Path, gzipped: bool) -> Result<CountedStream, IngestError> {
     let file = File::open(path).map_err(|source| IngestError::Open {
         path: path.to_path_buf(),
         source,
@@ -447,7 +447,7 @@ impl ParquetSource {
             }};
         }
         let timestamp_unit = match descr.logical_type_ref() {
-            Some(LogicalType::Timestamp(t)) => Some(t.unit.clone()),
+            Some(LogicalType::Timestamp(t)) => Some(t.unit),
             _ => None,
         };
         let is_text = descr.physical_type() == PhysicalType::BYTE_ARRAY;
