@@ -187,7 +187,7 @@ fn a_bad_row_fails_with_file_line_and_field() {
     let path = corrupt_copy(dir.path());
     let mut report = IngestReport::default();
     let err = read_orders(
-        &[path.clone()],
+        std::slice::from_ref(&path),
         &mapping("orders.toml"),
         IngestOptions::default(),
         &Progress::hidden(),
