@@ -12,4 +12,6 @@ pub mod inspect;
 pub mod mapping;
 pub mod model;
 pub mod progress;
+pub mod proto;
 pub mod rank;
+pub mod serve;

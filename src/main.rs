@@ -1,8 +1,10 @@
 //! The `cobuy` binary: parses flags, sets up logging, and calls the library. Errors become
 //! `anyhow` here, at the edge.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -11,6 +13,7 @@ use cobuy::ingest::IngestOptions;
 use cobuy::mapping::Mapping;
 use cobuy::model::store;
 use cobuy::progress::Progress;
+use cobuy::serve::ServeConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +35,78 @@ enum Command {
     Build(BuildArgs),
     /// Show what a model holds, an item's neighbours, or a customer's history.
     Inspect(InspectArgs),
+    /// Serve the live model over gRPC, following CURRENT as new versions are published.
+    Serve(ServeArgs),
+    /// Build a model from the bundled Online Retail sample and serve it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, clap::Args, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServeSettings {
+    /// Model directory holding CURRENT [default: models].
+    #[arg(long, env = "COBUY_MODELS")]
+    models: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "COBUY_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Prometheus /metrics listen address [default: 127.0.0.1:9464]; "off" disables it.
+    #[arg(long, env = "COBUY_METRICS_ADDR")]
+    metrics_addr: Option<String>,
+    /// Calls handled at once before new ones are shed with RESOURCE_EXHAUSTED [default: 256].
+    #[arg(long, env = "COBUY_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Longest time any call may take, in ms; a client's shorter deadline wins [default: 1000].
+    #[arg(long, env = "COBUY_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+    /// How often CURRENT is checked for a new version, in ms [default: 2000].
+    #[arg(long, env = "COBUY_WATCH_INTERVAL_MS")]
+    watch_interval_ms: Option<u64>,
+    /// Tokio worker threads [default: one per core].
+    #[arg(long, env = "COBUY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+    /// Largest request or response message, in bytes [default: 1048576].
+    #[arg(long, env = "COBUY_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+}
+
+impl ServeSettings {
+    /// Flags and environment win over the file, the file over defaults.
+    fn or(self, file: ServeSettings) -> ServeSettings {
+        ServeSettings {
+            models: self.models.or(file.models),
+            addr: self.addr.or(file.addr),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            max_in_flight: self.max_in_flight.or(file.max_in_flight),
+            request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            watch_interval_ms: self.watch_interval_ms.or(file.watch_interval_ms),
+            worker_threads: self.worker_threads.or(file.worker_threads),
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    settings: ServeSettings,
+    /// TOML file with the same settings (snake_case keys); flags and COBUY_* variables win.
+    #[arg(long, env = "COBUY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Answer every RPC with an empty response: the latency floor for benchmarks.
+    #[arg(long)]
+    noop: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// The bundled sample's order file.
+    #[arg(long, default_value = "examples/sample/online_retail_sample.csv.gz")]
+    orders: PathBuf,
+    #[arg(long, default_value = "examples/datasets/online_retail.toml")]
+    mapping: PathBuf,
+    #[command(flatten)]
+    settings: ServeSettings,
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,7 +178,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build(args),
         Command::Inspect(args) => inspect(args),
+        Command::Serve(args) => {
+            let file = match &args.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+                }
+                None => ServeSettings::default(),
+            };
+            serve(args.settings.or(file), args.noop)
+        }
+        Command::Demo(args) => demo(args),
     }
+}
+
+fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
+    let defaults = ServeConfig::default();
+    let config = ServeConfig {
+        models: settings.models.unwrap_or(defaults.models),
+        max_in_flight: settings.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
+        max_message_bytes: settings.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        request_timeout: settings.request_timeout_ms.map_or(defaults.request_timeout, Duration::from_millis),
+        watch_interval: settings.watch_interval_ms.map_or(defaults.watch_interval, Duration::from_millis),
+        noop,
+    };
+    let addr = settings.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let metrics_addr: Option<SocketAddr> = match settings.metrics_addr.as_deref() {
+        Some("off") => None,
+        Some(text) => Some(text.parse().with_context(|| format!("--metrics-addr {text:?}"))?),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = settings.worker_threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    runtime.build()?.block_on(async move {
+        let listener = cobuy::serve::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let metrics = match metrics_addr {
+            Some(a) => Some(cobuy::serve::bind(a).await.with_context(|| format!("binding metrics {a}"))?),
+            None => None,
+        };
+        cobuy::serve::run(config, listener, metrics, cobuy::serve::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let models = args.settings.models.clone().unwrap_or_else(|| PathBuf::from("models"));
+    build(BuildArgs {
+        orders: vec![args.orders],
+        catalog: None,
+        mapping: args.mapping,
+        out: models.clone(),
+        keep: 3,
+        max_bad_rows: 0,
+        report_json: None,
+    })?;
+    let mut settings = args.settings;
+    settings.models = Some(models);
+    serve(settings, false)
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<()> {

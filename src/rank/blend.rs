@@ -1,0 +1,401 @@
+//! Per-surface blending: each surface mixes the signals with its own weights, documented in the
+//! README table "Surfaces". Every signal's scores are first divided by that signal's best score
+//! in this request, so the weights compare like with like.
+
+use rustc_hash::FxHashMap;
+
+use super::buy_again::{DueItem, buy_again};
+use super::filter::ItemFilter;
+use super::request::{
+    ContextEntry, DEFAULT_HORIZON_DAYS, DEFAULT_UPSELL_MAX_RATIO, Evidence, RankedList, Reason, RecommendQuery, Recommendation,
+    Surface,
+};
+use super::upsell::upsell;
+use crate::ids::{CustomerIdx, ItemIdx};
+use crate::model::{Model, NONE, NeighbourLists};
+
+/// Signal weights of one surface. A zero weight skips the signal's work entirely.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Blend {
+    /// Bought together with the context items.
+    pub context_bought_together: f32,
+    /// Next-order items of the context items.
+    pub context_next_order: f32,
+    /// Bought together with the customer's last order.
+    pub history_bought_together: f32,
+    /// Next-order items of the customer's recent and frequent items.
+    pub history_next_order: f32,
+    pub buy_again: f32,
+    pub upsell: f32,
+    /// Popularity in the context's categories, then overall; also fills short lists.
+    pub popular: f32,
+}
+
+impl Blend {
+    pub fn for_surface(surface: Surface) -> Blend {
+        let b = |cbt, cno, hbt, hno, ba, up, pop| Blend {
+            context_bought_together: cbt,
+            context_next_order: cno,
+            history_bought_together: hbt,
+            history_next_order: hno,
+            buy_again: ba,
+            upsell: up,
+            popular: pop,
+        };
+        match surface {
+            Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.05),
+            Surface::FollowUpEmail => b(0.5, 0.5, 0.6, 1.0, 0.6, 0.3, 0.05),
+            Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+            Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.6, 0.05),
+            Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.05),
+            Surface::Home => b(0.3, 0.3, 0.3, 0.8, 1.0, 0.0, 0.05),
+        }
+    }
+}
+
+/// Anchors from a customer's history: the last order's items, then the most frequent items.
+const MAX_HISTORY_ANCHORS: usize = 30;
+/// Popular candidates considered per request.
+const POPULAR_CANDIDATES: usize = 200;
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    item: ItemIdx,
+    total: f32,
+    best: f32,
+    reason: Reason,
+    sources: Vec<ItemIdx>,
+    evidence: Evidence,
+}
+
+/// Accumulates weighted, normalised contributions per item.
+#[derive(Debug, Default)]
+struct Pool {
+    index: FxHashMap<u32, usize>,
+    candidates: Vec<Candidate>,
+}
+
+struct Contribution {
+    item: ItemIdx,
+    raw: f32,
+    source: Option<ItemIdx>,
+    evidence: Evidence,
+}
+
+impl Pool {
+    fn add_signal(&mut self, weight: f32, reason: Reason, contributions: &[Contribution]) {
+        let max = contributions.iter().map(|c| c.raw).fold(0.0f32, f32::max);
+        if weight <= 0.0 || max <= 0.0 {
+            return;
+        }
+        for c in contributions {
+            let value = weight * c.raw / max;
+            let slot = *self.index.entry(c.item.0).or_insert_with(|| {
+                self.candidates.push(Candidate {
+                    item: c.item,
+                    total: 0.0,
+                    best: 0.0,
+                    reason,
+                    sources: Vec::new(),
+                    evidence: Evidence::default(),
+                });
+                self.candidates.len() - 1
+            });
+            let cand = &mut self.candidates[slot];
+            cand.total += value;
+            if value > cand.best {
+                cand.best = value;
+                cand.reason = reason;
+                cand.evidence = c.evidence;
+                cand.sources.clear();
+            }
+            if cand.reason == reason
+                && let Some(source) = c.source
+                && !cand.sources.contains(&source)
+                && cand.sources.len() < 5
+            {
+                cand.sources.push(source);
+            }
+        }
+    }
+}
+
+fn neighbour_contributions(model: &Model, lists: &NeighbourLists, anchors: &[(ItemIdx, f32)], pair_stats: bool, out: &mut Vec<Contribution>) {
+    out.clear();
+    for &(anchor, weight) in anchors {
+        for n in lists.of(anchor) {
+            let (confidence, lift) = model.pair_evidence(anchor, n.support, n.item);
+            out.push(Contribution {
+                item: n.item,
+                raw: weight * n.score,
+                source: Some(anchor),
+                evidence: Evidence { support: n.support, confidence, lift: if pair_stats { lift } else { 0.0 }, ..Default::default() },
+            });
+        }
+    }
+}
+
+/// Resolves context ids; unknown ones are returned separately.
+pub fn resolve_context(model: &Model, context: &[ContextEntry]) -> (Vec<ItemIdx>, Vec<String>) {
+    let mut known = Vec::with_capacity(context.len());
+    let mut unknown = Vec::new();
+    for entry in context {
+        match model.item(&entry.item_id) {
+            Some(item) if !known.contains(&item) => known.push(item),
+            Some(_) => {}
+            None => unknown.push(entry.item_id.clone()),
+        }
+    }
+    (known, unknown)
+}
+
+/// The customer's known index, history items (sorted) and due items for the filter.
+pub struct CustomerView {
+    pub customer: Option<CustomerIdx>,
+    pub bought: Vec<u32>,
+    pub due: Vec<DueItem>,
+}
+
+pub fn customer_view(model: &Model, customer_id: Option<&str>, as_of: i64, horizon_days: f32) -> CustomerView {
+    let customer = customer_id.and_then(|id| model.customer(id));
+    let Some(c) = customer else {
+        return CustomerView { customer: None, bought: Vec::new(), due: Vec::new() };
+    };
+    let bought = model.data.customers.history(c).iter().map(|h| h.item).collect();
+    let due = buy_again(model, c, as_of, horizon_days, usize::MAX);
+    CustomerView { customer, bought, due }
+}
+
+/// Ranks for a surface. Shared by the server, `cobuy eval` and batch jobs.
+pub fn recommend(model: &Model, query: &RecommendQuery) -> RankedList {
+    recommend_with(model, query, &Blend::for_surface(query.surface))
+}
+
+/// [`recommend`] with explicit weights (for tuning and evaluation).
+pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> RankedList {
+    let data = &model.data;
+    let as_of = query.as_of.unwrap_or(data.time.last_order);
+    let (context, unknown_item_ids) = resolve_context(model, &query.context);
+    let view = customer_view(model, query.customer_id.as_deref(), as_of, DEFAULT_HORIZON_DAYS);
+    let due_items: Vec<ItemIdx> = view.due.iter().filter(|d| d.due_within_horizon).map(|d| d.item).collect();
+    let filter = ItemFilter::new(model, &query.filters, &context, &view.bought, &due_items);
+    let mut pool = Pool::default();
+    let mut scratch = Vec::new();
+
+    let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
+    if blend.context_bought_together > 0.0 && !context_anchors.is_empty() {
+        neighbour_contributions(model, &data.bought_together, &context_anchors, true, &mut scratch);
+        pool.add_signal(blend.context_bought_together, Reason::BoughtTogether, &scratch);
+    }
+    if blend.context_next_order > 0.0 && !context_anchors.is_empty() {
+        neighbour_contributions(model, &data.next_order, &context_anchors, false, &mut scratch);
+        pool.add_signal(blend.context_next_order, Reason::NextOrder, &scratch);
+    }
+    if let Some(customer) = view.customer {
+        if blend.history_bought_together > 0.0 {
+            let anchors: Vec<(ItemIdx, f32)> =
+                data.customers.last_order_items(customer).iter().take(MAX_HISTORY_ANCHORS).map(|&i| (ItemIdx(i), 1.0)).collect();
+            neighbour_contributions(model, &data.bought_together, &anchors, true, &mut scratch);
+            pool.add_signal(blend.history_bought_together, Reason::BoughtTogether, &scratch);
+        }
+        if blend.history_next_order > 0.0 {
+            let anchors = history_anchors(model, customer);
+            neighbour_contributions(model, &data.next_order, &anchors, false, &mut scratch);
+            pool.add_signal(blend.history_next_order, Reason::NextOrder, &scratch);
+        }
+        if blend.buy_again > 0.0 {
+            scratch.clear();
+            scratch.extend(view.due.iter().map(|d| Contribution {
+                item: d.item,
+                raw: d.score,
+                source: Some(d.item),
+                evidence: Evidence {
+                    support: d.purchases,
+                    confidence: d.confidence,
+                    interval_days: d.interval_days,
+                    due_at: d.due_at,
+                    ..Default::default()
+                },
+            }));
+            pool.add_signal(blend.buy_again, Reason::BuyAgain, &scratch);
+        }
+    }
+    if blend.upsell > 0.0 {
+        scratch.clear();
+        for &anchor in &context {
+            for u in upsell(model, anchor, DEFAULT_UPSELL_MAX_RATIO, query.k, |i| filter.allows(i)) {
+                scratch.push(Contribution {
+                    item: u.item,
+                    raw: u.score,
+                    source: Some(anchor),
+                    evidence: Evidence { price_ratio: u.price_ratio, ..Default::default() },
+                });
+            }
+        }
+        pool.add_signal(blend.upsell, Reason::Upsell, &scratch);
+    }
+    if blend.popular > 0.0 {
+        popular_contributions(model, &context, &filter, &mut scratch);
+        pool.add_signal(blend.popular, Reason::Popular, &scratch);
+    }
+    let items = select(model, pool, &filter, query.k, query.filters.max_category_share);
+    RankedList { items, unknown_item_ids, cold_start: view.customer.is_none() }
+}
+
+/// The last order's items (weight 1) and the most frequent history items (weight up to 0.5).
+fn history_anchors(model: &Model, customer: CustomerIdx) -> Vec<(ItemIdx, f32)> {
+    let customers = &model.data.customers;
+    let mut anchors: Vec<(ItemIdx, f32)> =
+        customers.last_order_items(customer).iter().take(MAX_HISTORY_ANCHORS).map(|&i| (ItemIdx(i), 1.0)).collect();
+    let history = customers.history(customer);
+    let max_weight = history.iter().map(|h| h.weight).fold(0.0f32, f32::max);
+    if max_weight > 0.0 && anchors.len() < MAX_HISTORY_ANCHORS {
+        let mut frequent: Vec<_> = history.iter().collect();
+        frequent.sort_unstable_by(|a, b| b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item)));
+        for h in frequent {
+            if anchors.len() >= MAX_HISTORY_ANCHORS {
+                break;
+            }
+            if !anchors.iter().any(|a| a.0.0 == h.item) {
+                anchors.push((ItemIdx(h.item), 0.5 * h.weight / max_weight));
+            }
+        }
+    }
+    anchors
+}
+
+/// Popular items in the context's categories (leaf first, then ancestors), then overall.
+fn popular_contributions(model: &Model, context: &[ItemIdx], filter: &ItemFilter<'_>, out: &mut Vec<Contribution>) {
+    let data = &model.data;
+    out.clear();
+    let push = |item: u32, closeness: f32, out: &mut Vec<Contribution>| {
+        if out.len() >= POPULAR_CANDIDATES || out.iter().any(|c| c.item.0 == item) || !filter.allows(ItemIdx(item)) {
+            return;
+        }
+        let recent = data.popularity.recent[item as usize];
+        out.push(Contribution {
+            item: ItemIdx(item),
+            raw: closeness * (1.0 + recent).ln(),
+            source: None,
+            evidence: Evidence { support: data.items.order_count[item as usize], ..Default::default() },
+        });
+    };
+    for depth in 0..4 {
+        for &anchor in context {
+            let leaf = data.items.category[anchor.ix()];
+            if leaf == NONE {
+                continue;
+            }
+            if let Some(category) = data.categories.lineage(leaf).nth(depth) {
+                let closeness = 1.0 / (1.0 + depth as f32);
+                for &item in data.popularity.top_in_category(category) {
+                    push(item, closeness, out);
+                }
+            }
+        }
+    }
+    for &item in &data.popularity.top {
+        push(item, 0.1, out);
+    }
+}
+
+/// Best-first selection under the filter, at most `ceil(k · share)` per leaf category.
+fn select(model: &Model, pool: Pool, filter: &ItemFilter<'_>, k: usize, max_category_share: f32) -> Vec<Recommendation> {
+    let mut candidates = pool.candidates;
+    candidates.sort_unstable_by(|a, b| b.total.total_cmp(&a.total).then(a.item.cmp(&b.item)));
+    let per_category = ((k as f32 * max_category_share).ceil() as usize).max(1);
+    let mut taken: FxHashMap<u32, usize> = FxHashMap::default();
+    let mut out = Vec::with_capacity(k);
+    let mut deferred = Vec::new();
+    for cand in candidates {
+        if out.len() >= k {
+            break;
+        }
+        if !filter.allows(cand.item) {
+            continue;
+        }
+        let category = model.data.items.category[cand.item.ix()];
+        if category != NONE {
+            let count = taken.entry(category).or_insert(0);
+            if *count >= per_category {
+                deferred.push(cand);
+                continue;
+            }
+            *count += 1;
+        }
+        out.push(cand);
+    }
+    // Diversity yields to length: a short list is filled from what the cap held back.
+    out.extend(deferred.into_iter().take(k.saturating_sub(out.len())));
+    out.into_iter()
+        .map(|c| Recommendation { item: c.item, score: c.total, reason: c.reason, sources: c.sources, evidence: c.evidence })
+        .collect()
+}
+
+/// `BoughtTogether`: complements of one item or a whole basket, nothing else mixed in.
+pub fn bought_together_list(
+    model: &Model,
+    customer_id: Option<String>,
+    items: Vec<ContextEntry>,
+    k: usize,
+    filters: super::request::FilterSpec,
+) -> RankedList {
+    let blend = Blend {
+        context_bought_together: 1.0,
+        context_next_order: 0.0,
+        history_bought_together: 0.0,
+        history_next_order: 0.0,
+        buy_again: 0.0,
+        upsell: 0.0,
+        popular: 0.0,
+    };
+    let query = RecommendQuery { customer_id, surface: Surface::Cart, context: items, k, filters, as_of: None };
+    recommend_with(model, &query, &blend)
+}
+
+/// `Upsell`: pricier alternatives to one item.
+pub fn upsell_list(
+    model: &Model,
+    customer_id: Option<&str>,
+    item_id: &str,
+    k: usize,
+    filters: &super::request::FilterSpec,
+    max_ratio: f32,
+) -> RankedList {
+    let Some(anchor) = model.item(item_id) else {
+        return RankedList { items: Vec::new(), unknown_item_ids: vec![item_id.to_owned()], cold_start: true };
+    };
+    let view = customer_view(model, customer_id, model.data.time.last_order, DEFAULT_HORIZON_DAYS);
+    let due: Vec<ItemIdx> = view.due.iter().filter(|d| d.due_within_horizon).map(|d| d.item).collect();
+    let filter = ItemFilter::new(model, filters, &[anchor], &view.bought, &due);
+    let items = upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
+        .into_iter()
+        .map(|u| Recommendation {
+            item: u.item,
+            score: u.score,
+            reason: Reason::Upsell,
+            sources: vec![anchor],
+            evidence: Evidence { price_ratio: u.price_ratio, ..Default::default() },
+        })
+        .collect();
+    RankedList { items, unknown_item_ids: Vec::new(), cold_start: view.customer.is_none() }
+}
+
+/// `BuyAgain`: the customer's re-purchasable items under the request's filters (the
+/// purchased-item policy does not apply: these are all bought before).
+pub fn buy_again_list(
+    model: &Model,
+    customer: CustomerIdx,
+    as_of: i64,
+    horizon_days: f32,
+    k: usize,
+    filters: &super::request::FilterSpec,
+) -> Vec<DueItem> {
+    let mut spec = filters.clone();
+    spec.purchased = super::request::PurchasedPolicy::Include;
+    let filter = ItemFilter::new(model, &spec, &[], &[], &[]);
+    let mut due = buy_again(model, customer, as_of, horizon_days, usize::MAX);
+    due.retain(|d| filter.allows(d.item));
+    due.truncate(k);
+    due
+}

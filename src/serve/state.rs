@@ -1,0 +1,124 @@
+//! The live model behind one atomic pointer, and how new versions replace it.
+//!
+//! Architecture Invariant: a request loads the pointer once and uses that model to the end, so
+//! a swap never mixes two versions in one answer; a version that fails to load or verify never
+//! replaces the live one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::Mutex;
+
+use crate::error::StoreError;
+use crate::model::Model;
+use crate::model::store;
+
+/// A loaded model and when it was loaded.
+#[derive(Debug)]
+pub struct LiveModel {
+    pub model: Model,
+    pub built_at: String,
+    pub loaded_at: i64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub previous: Option<String>,
+    pub current: String,
+    pub changed: bool,
+}
+
+/// Shared serving state.
+#[derive(Debug)]
+pub struct ModelState {
+    dir: PathBuf,
+    live: ArcSwapOption<LiveModel>,
+    /// Serialises reloads (watcher and admin calls) so one version loads once.
+    reload_lock: Mutex<()>,
+    /// The last version that failed to load, so the watcher does not retry it every tick.
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl ModelState {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir, live: ArcSwapOption::empty(), reload_lock: Mutex::new(()), failed: std::sync::Mutex::new(None) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The live model, if any. Cheap: one atomic load.
+    pub fn current(&self) -> Option<Arc<LiveModel>> {
+        self.live.load_full()
+    }
+
+    /// Installs an already loaded model (tests, `--noop` targets).
+    pub fn install(&self, model: Model, built_at: String) {
+        self.live.store(Some(Arc::new(LiveModel { model, built_at, loaded_at: chrono::Utc::now().timestamp() })));
+    }
+
+    /// Loads the version `CURRENT` names unless it is already live. Blocking work runs off the
+    /// async executor. On failure the live model stays.
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadOutcome, StoreError> {
+        let _guard = self.reload_lock.lock().await;
+        let previous = self.current().map(|m| m.model.version.clone());
+        let dir = self.dir.clone();
+        let version = store::current_version(&dir)?;
+        if previous.as_deref() == Some(version.as_str()) {
+            return Ok(ReloadOutcome { previous: previous.clone(), current: version, changed: false });
+        }
+        let span = tracing::info_span!("model_load", version = %version);
+        let started = std::time::Instant::now();
+        let version_dir = dir.join(&version);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let manifest = store::read_manifest(&version_dir)?;
+            let model = store::load_version(&version_dir)?;
+            Ok::<_, StoreError>((model, manifest.built_at))
+        })
+        .await
+        .map_err(|e| StoreError::Invalid { path: dir.clone(), what: format!("model load task failed: {e}") })?;
+        let _entered = span.enter();
+        match loaded {
+            Ok((model, built_at)) => {
+                let current = model.version.clone();
+                self.install(model, built_at);
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = None;
+                }
+                tracing::info!(version = %current, previous = ?previous, seconds = started.elapsed().as_secs_f64(), "model swapped in");
+                Ok(ReloadOutcome { previous, current, changed: true })
+            }
+            Err(e) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some(version.clone());
+                }
+                tracing::error!(version = %version, error = %e, "model refused; the live model keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls `CURRENT` every `interval` and reloads when it names a new version, until `stop`.
+    pub async fn watch(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let Ok(version) = store::current_version(&self.dir) else { continue };
+            let live = self.current().map(|m| m.model.version.clone());
+            let failed = self.failed.lock().ok().and_then(|f| f.clone());
+            if live.as_deref() == Some(version.as_str()) || failed.as_deref() == Some(version.as_str()) {
+                continue;
+            }
+            // Errors are logged inside reload; the next new version is tried on a later tick.
+            let _ = self.reload().await;
+        }
+    }
+}
