@@ -26,8 +26,21 @@ fn main() -> anyhow::Result<()> {
     };
     let copies: i64 = copies.parse().context("COPIES must be a whole number")?;
     let mut src = source::open(&PathBuf::from(input), None)?;
-    let names = ["household_id", "basket_id", "product_id", "quantity", "sales_value", "transaction_timestamp"];
-    let cols: Vec<usize> = names.iter().map(|n| src.column_index(n).with_context(|| format!("no column {n}"))).collect::<Result<_, _>>()?;
+    let names = [
+        "household_id",
+        "basket_id",
+        "product_id",
+        "quantity",
+        "sales_value",
+        "transaction_timestamp",
+    ];
+    let cols: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            src.column_index(n)
+                .with_context(|| format!("no column {n}"))
+        })
+        .collect::<Result<_, _>>()?;
     let mut ints: [Vec<i64>; 4] = Default::default();
     let mut sales: Vec<f64> = Vec::new();
     let mut times: Vec<i64> = Vec::new();
@@ -59,7 +72,9 @@ fn main() -> anyhow::Result<()> {
         }",
     )?);
     let file = std::fs::File::create(output).with_context(|| format!("creating {output}"))?;
-    let props = WriterProperties::builder().set_compression(parquet::basic::Compression::SNAPPY).build();
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
     let mut writer = SerializedFileWriter::new(file, schema, Arc::new(props))?;
     for copy in 0..copies {
         let mut group = writer.next_row_group()?;
@@ -84,7 +99,12 @@ fn main() -> anyhow::Result<()> {
             column += 1;
         }
         group.close()?;
-        eprintln!("wrote copy {}/{copies} ({} rows; ids of {:?} shifted)", copy + 1, times.len(), ID_COLUMNS);
+        eprintln!(
+            "wrote copy {}/{copies} ({} rows; ids of {:?} shifted)",
+            copy + 1,
+            times.len(),
+            ID_COLUMNS
+        );
     }
     writer.close()?;
     Ok(())

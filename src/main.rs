@@ -164,12 +164,17 @@ fn main() -> ExitCode {
 
 fn init_tracing(filter: &str) {
     // h2/hyper/tower are noisy at debug; keep them at warn unless asked for by name.
-    let filter = format!("warn,cobuy={filter},h2=warn,hyper=warn,tower=warn");
+    let filter = if filter.contains('=') {
+        format!("{filter},h2=warn,hyper=warn,tower=warn")
+    } else {
+        format!("warn,cobuy={filter},h2=warn,hyper=warn,tower=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -181,7 +186,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let file = match &args.config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
                     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
                 }
                 None => ServeSettings::default(),
@@ -196,16 +202,30 @@ fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
     let defaults = ServeConfig::default();
     let config = ServeConfig {
         models: settings.models.unwrap_or(defaults.models),
-        max_in_flight: settings.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
-        max_message_bytes: settings.max_message_bytes.unwrap_or(defaults.max_message_bytes),
-        request_timeout: settings.request_timeout_ms.map_or(defaults.request_timeout, Duration::from_millis),
-        watch_interval: settings.watch_interval_ms.map_or(defaults.watch_interval, Duration::from_millis),
+        max_in_flight: settings
+            .max_in_flight
+            .unwrap_or(defaults.max_in_flight)
+            .max(1),
+        max_message_bytes: settings
+            .max_message_bytes
+            .unwrap_or(defaults.max_message_bytes),
+        request_timeout: settings
+            .request_timeout_ms
+            .map_or(defaults.request_timeout, Duration::from_millis),
+        watch_interval: settings
+            .watch_interval_ms
+            .map_or(defaults.watch_interval, Duration::from_millis),
         noop,
     };
-    let addr = settings.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
+    let addr = settings
+        .addr
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051)));
     let metrics_addr: Option<SocketAddr> = match settings.metrics_addr.as_deref() {
         Some("off") => None,
-        Some(text) => Some(text.parse().with_context(|| format!("--metrics-addr {text:?}"))?),
+        Some(text) => Some(
+            text.parse()
+                .with_context(|| format!("--metrics-addr {text:?}"))?,
+        ),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -214,9 +234,15 @@ fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
         runtime.worker_threads(threads.max(1));
     }
     runtime.build()?.block_on(async move {
-        let listener = cobuy::serve::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = cobuy::serve::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let metrics = match metrics_addr {
-            Some(a) => Some(cobuy::serve::bind(a).await.with_context(|| format!("binding metrics {a}"))?),
+            Some(a) => Some(
+                cobuy::serve::bind(a)
+                    .await
+                    .with_context(|| format!("binding metrics {a}"))?,
+            ),
             None => None,
         };
         cobuy::serve::run(config, listener, metrics, cobuy::serve::shutdown_signal()).await?;
@@ -225,7 +251,11 @@ fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let models = args.settings.models.clone().unwrap_or_else(|| PathBuf::from("models"));
+    let models = args
+        .settings
+        .models
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("models"));
     build(BuildArgs {
         orders: vec![args.orders],
         catalog: None,

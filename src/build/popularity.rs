@@ -28,9 +28,9 @@ pub fn compute(
         let (rb, cb) = key(*b as usize);
         rb.total_cmp(&ra).then(cb.cmp(&ca)).then(a.cmp(b))
     };
-    let mut ranked: Vec<u32> = (0..items.len() as u32)
-        .filter(|&i| items.order_count[i as usize] > 0)
-        .collect();
+    // Every item is ranked; never-ordered catalog items come last, so category lists (used by
+    // upsell and cold start) can still reach them.
+    let mut ranked: Vec<u32> = (0..items.len() as u32).collect();
     ranked.sort_unstable_by(better);
 
     let mut per_category: Vec<Vec<u32>> = vec![Vec::new(); categories.paths.len()];
@@ -53,6 +53,7 @@ pub fn compute(
         flat.extend(list);
         offsets.push(flat.len() as u32);
     }
+    ranked.retain(|&i| items.order_count[i as usize] > 0);
     ranked.truncate(TOP_OVERALL);
     Popularity {
         recent: recent.into_iter().map(|r| r as f32).collect(),

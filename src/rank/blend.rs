@@ -7,8 +7,8 @@ use rustc_hash::FxHashMap;
 use super::buy_again::{DueItem, buy_again};
 use super::filter::ItemFilter;
 use super::request::{
-    ContextEntry, DEFAULT_HORIZON_DAYS, DEFAULT_UPSELL_MAX_RATIO, Evidence, RankedList, Reason, RecommendQuery, Recommendation,
-    Surface,
+    ContextEntry, DEFAULT_HORIZON_DAYS, DEFAULT_UPSELL_MAX_RATIO, Evidence, RankedList, Reason,
+    RecommendQuery, Recommendation, Surface,
 };
 use super::upsell::upsell;
 use crate::ids::{CustomerIdx, ItemIdx};
@@ -120,7 +120,13 @@ impl Pool {
     }
 }
 
-fn neighbour_contributions(model: &Model, lists: &NeighbourLists, anchors: &[(ItemIdx, f32)], pair_stats: bool, out: &mut Vec<Contribution>) {
+fn neighbour_contributions(
+    model: &Model,
+    lists: &NeighbourLists,
+    anchors: &[(ItemIdx, f32)],
+    pair_stats: bool,
+    out: &mut Vec<Contribution>,
+) {
     out.clear();
     for &(anchor, weight) in anchors {
         for n in lists.of(anchor) {
@@ -129,7 +135,12 @@ fn neighbour_contributions(model: &Model, lists: &NeighbourLists, anchors: &[(It
                 item: n.item,
                 raw: weight * n.score,
                 source: Some(anchor),
-                evidence: Evidence { support: n.support, confidence, lift: if pair_stats { lift } else { 0.0 }, ..Default::default() },
+                evidence: Evidence {
+                    support: n.support,
+                    confidence,
+                    lift: if pair_stats { lift } else { 0.0 },
+                    ..Default::default()
+                },
             });
         }
     }
@@ -156,14 +167,33 @@ pub struct CustomerView {
     pub due: Vec<DueItem>,
 }
 
-pub fn customer_view(model: &Model, customer_id: Option<&str>, as_of: i64, horizon_days: f32) -> CustomerView {
+pub fn customer_view(
+    model: &Model,
+    customer_id: Option<&str>,
+    as_of: i64,
+    horizon_days: f32,
+) -> CustomerView {
     let customer = customer_id.and_then(|id| model.customer(id));
     let Some(c) = customer else {
-        return CustomerView { customer: None, bought: Vec::new(), due: Vec::new() };
+        return CustomerView {
+            customer: None,
+            bought: Vec::new(),
+            due: Vec::new(),
+        };
     };
-    let bought = model.data.customers.history(c).iter().map(|h| h.item).collect();
+    let bought = model
+        .data
+        .customers
+        .history(c)
+        .iter()
+        .map(|h| h.item)
+        .collect();
     let due = buy_again(model, c, as_of, horizon_days, usize::MAX);
-    CustomerView { customer, bought, due }
+    CustomerView {
+        customer,
+        bought,
+        due,
+    }
 }
 
 /// Ranks for a surface. Shared by the server, `cobuy eval` and batch jobs.
@@ -176,27 +206,62 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
     let data = &model.data;
     let as_of = query.as_of.unwrap_or(data.time.last_order);
     let (context, unknown_item_ids) = resolve_context(model, &query.context);
-    let view = customer_view(model, query.customer_id.as_deref(), as_of, DEFAULT_HORIZON_DAYS);
-    let due_items: Vec<ItemIdx> = view.due.iter().filter(|d| d.due_within_horizon).map(|d| d.item).collect();
+    let view = customer_view(
+        model,
+        query.customer_id.as_deref(),
+        as_of,
+        DEFAULT_HORIZON_DAYS,
+    );
+    let due_items: Vec<ItemIdx> = view
+        .due
+        .iter()
+        .filter(|d| d.due_within_horizon)
+        .map(|d| d.item)
+        .collect();
     let filter = ItemFilter::new(model, &query.filters, &context, &view.bought, &due_items);
     let mut pool = Pool::default();
     let mut scratch = Vec::new();
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
     if blend.context_bought_together > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(model, &data.bought_together, &context_anchors, true, &mut scratch);
-        pool.add_signal(blend.context_bought_together, Reason::BoughtTogether, &scratch);
+        neighbour_contributions(
+            model,
+            &data.bought_together,
+            &context_anchors,
+            true,
+            &mut scratch,
+        );
+        pool.add_signal(
+            blend.context_bought_together,
+            Reason::BoughtTogether,
+            &scratch,
+        );
     }
     if blend.context_next_order > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(model, &data.next_order, &context_anchors, false, &mut scratch);
+        neighbour_contributions(
+            model,
+            &data.next_order,
+            &context_anchors,
+            false,
+            &mut scratch,
+        );
         pool.add_signal(blend.context_next_order, Reason::NextOrder, &scratch);
     }
     if let Some(customer) = view.customer {
         if blend.history_bought_together > 0.0 {
-            let anchors: Vec<(ItemIdx, f32)> =
-                data.customers.last_order_items(customer).iter().take(MAX_HISTORY_ANCHORS).map(|&i| (ItemIdx(i), 1.0)).collect();
+            let anchors: Vec<(ItemIdx, f32)> = data
+                .customers
+                .last_order_items(customer)
+                .iter()
+                .take(MAX_HISTORY_ANCHORS)
+                .map(|&i| (ItemIdx(i), 1.0))
+                .collect();
             neighbour_contributions(model, &data.bought_together, &anchors, true, &mut scratch);
-            pool.add_signal(blend.history_bought_together, Reason::BoughtTogether, &scratch);
+            pool.add_signal(
+                blend.history_bought_together,
+                Reason::BoughtTogether,
+                &scratch,
+            );
         }
         if blend.history_next_order > 0.0 {
             let anchors = history_anchors(model, customer);
@@ -223,12 +288,17 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
     if blend.upsell > 0.0 {
         scratch.clear();
         for &anchor in &context {
-            for u in upsell(model, anchor, DEFAULT_UPSELL_MAX_RATIO, query.k, |i| filter.allows(i)) {
+            for u in upsell(model, anchor, DEFAULT_UPSELL_MAX_RATIO, query.k, |i| {
+                filter.allows(i)
+            }) {
                 scratch.push(Contribution {
                     item: u.item,
                     raw: u.score,
                     source: Some(anchor),
-                    evidence: Evidence { price_ratio: u.price_ratio, ..Default::default() },
+                    evidence: Evidence {
+                        price_ratio: u.price_ratio,
+                        ..Default::default()
+                    },
                 });
             }
         }
@@ -238,15 +308,29 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
         popular_contributions(model, &context, &filter, &mut scratch);
         pool.add_signal(blend.popular, Reason::Popular, &scratch);
     }
-    let items = select(model, pool, &filter, query.k, query.filters.max_category_share);
-    RankedList { items, unknown_item_ids, cold_start: view.customer.is_none() }
+    let items = select(
+        model,
+        pool,
+        &filter,
+        query.k,
+        query.filters.max_category_share,
+    );
+    RankedList {
+        items,
+        unknown_item_ids,
+        cold_start: view.customer.is_none(),
+    }
 }
 
 /// The last order's items (weight 1) and the most frequent history items (weight up to 0.5).
 fn history_anchors(model: &Model, customer: CustomerIdx) -> Vec<(ItemIdx, f32)> {
     let customers = &model.data.customers;
-    let mut anchors: Vec<(ItemIdx, f32)> =
-        customers.last_order_items(customer).iter().take(MAX_HISTORY_ANCHORS).map(|&i| (ItemIdx(i), 1.0)).collect();
+    let mut anchors: Vec<(ItemIdx, f32)> = customers
+        .last_order_items(customer)
+        .iter()
+        .take(MAX_HISTORY_ANCHORS)
+        .map(|&i| (ItemIdx(i), 1.0))
+        .collect();
     let history = customers.history(customer);
     let max_weight = history.iter().map(|h| h.weight).fold(0.0f32, f32::max);
     if max_weight > 0.0 && anchors.len() < MAX_HISTORY_ANCHORS {
@@ -265,11 +349,19 @@ fn history_anchors(model: &Model, customer: CustomerIdx) -> Vec<(ItemIdx, f32)> 
 }
 
 /// Popular items in the context's categories (leaf first, then ancestors), then overall.
-fn popular_contributions(model: &Model, context: &[ItemIdx], filter: &ItemFilter<'_>, out: &mut Vec<Contribution>) {
+fn popular_contributions(
+    model: &Model,
+    context: &[ItemIdx],
+    filter: &ItemFilter<'_>,
+    out: &mut Vec<Contribution>,
+) {
     let data = &model.data;
     out.clear();
     let push = |item: u32, closeness: f32, out: &mut Vec<Contribution>| {
-        if out.len() >= POPULAR_CANDIDATES || out.iter().any(|c| c.item.0 == item) || !filter.allows(ItemIdx(item)) {
+        if out.len() >= POPULAR_CANDIDATES
+            || out.iter().any(|c| c.item.0 == item)
+            || !filter.allows(ItemIdx(item))
+        {
             return;
         }
         let recent = data.popularity.recent[item as usize];
@@ -277,7 +369,10 @@ fn popular_contributions(model: &Model, context: &[ItemIdx], filter: &ItemFilter
             item: ItemIdx(item),
             raw: closeness * (1.0 + recent).ln(),
             source: None,
-            evidence: Evidence { support: data.items.order_count[item as usize], ..Default::default() },
+            evidence: Evidence {
+                support: data.items.order_count[item as usize],
+                ..Default::default()
+            },
         });
     };
     for depth in 0..4 {
@@ -300,7 +395,13 @@ fn popular_contributions(model: &Model, context: &[ItemIdx], filter: &ItemFilter
 }
 
 /// Best-first selection under the filter, at most `ceil(k · share)` per leaf category.
-fn select(model: &Model, pool: Pool, filter: &ItemFilter<'_>, k: usize, max_category_share: f32) -> Vec<Recommendation> {
+fn select(
+    model: &Model,
+    pool: Pool,
+    filter: &ItemFilter<'_>,
+    k: usize,
+    max_category_share: f32,
+) -> Vec<Recommendation> {
     let mut candidates = pool.candidates;
     candidates.sort_unstable_by(|a, b| b.total.total_cmp(&a.total).then(a.item.cmp(&b.item)));
     let per_category = ((k as f32 * max_category_share).ceil() as usize).max(1);
@@ -328,7 +429,13 @@ fn select(model: &Model, pool: Pool, filter: &ItemFilter<'_>, k: usize, max_cate
     // Diversity yields to length: a short list is filled from what the cap held back.
     out.extend(deferred.into_iter().take(k.saturating_sub(out.len())));
     out.into_iter()
-        .map(|c| Recommendation { item: c.item, score: c.total, reason: c.reason, sources: c.sources, evidence: c.evidence })
+        .map(|c| Recommendation {
+            item: c.item,
+            score: c.total,
+            reason: c.reason,
+            sources: c.sources,
+            evidence: c.evidence,
+        })
         .collect()
 }
 
@@ -349,7 +456,14 @@ pub fn bought_together_list(
         upsell: 0.0,
         popular: 0.0,
     };
-    let query = RecommendQuery { customer_id, surface: Surface::Cart, context: items, k, filters, as_of: None };
+    let query = RecommendQuery {
+        customer_id,
+        surface: Surface::Cart,
+        context: items,
+        k,
+        filters,
+        as_of: None,
+    };
     recommend_with(model, &query, &blend)
 }
 
@@ -363,10 +477,24 @@ pub fn upsell_list(
     max_ratio: f32,
 ) -> RankedList {
     let Some(anchor) = model.item(item_id) else {
-        return RankedList { items: Vec::new(), unknown_item_ids: vec![item_id.to_owned()], cold_start: true };
+        return RankedList {
+            items: Vec::new(),
+            unknown_item_ids: vec![item_id.to_owned()],
+            cold_start: true,
+        };
     };
-    let view = customer_view(model, customer_id, model.data.time.last_order, DEFAULT_HORIZON_DAYS);
-    let due: Vec<ItemIdx> = view.due.iter().filter(|d| d.due_within_horizon).map(|d| d.item).collect();
+    let view = customer_view(
+        model,
+        customer_id,
+        model.data.time.last_order,
+        DEFAULT_HORIZON_DAYS,
+    );
+    let due: Vec<ItemIdx> = view
+        .due
+        .iter()
+        .filter(|d| d.due_within_horizon)
+        .map(|d| d.item)
+        .collect();
     let filter = ItemFilter::new(model, filters, &[anchor], &view.bought, &due);
     let items = upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
         .into_iter()
@@ -375,10 +503,17 @@ pub fn upsell_list(
             score: u.score,
             reason: Reason::Upsell,
             sources: vec![anchor],
-            evidence: Evidence { price_ratio: u.price_ratio, ..Default::default() },
+            evidence: Evidence {
+                price_ratio: u.price_ratio,
+                ..Default::default()
+            },
         })
         .collect();
-    RankedList { items, unknown_item_ids: Vec::new(), cold_start: view.customer.is_none() }
+    RankedList {
+        items,
+        unknown_item_ids: Vec::new(),
+        cold_start: view.customer.is_none(),
+    }
 }
 
 /// `BuyAgain`: the customer's re-purchasable items under the request's filters (the

@@ -27,23 +27,38 @@ pub struct ItemFilter<'m> {
 fn category_ids(model: &Model, prefixes: &[String]) -> Vec<u32> {
     let paths = &model.data.categories.paths;
     (0..paths.len() as u32)
-        .filter(|&c| prefixes.iter().any(|p| paths[c as usize] == *p || paths[c as usize].starts_with(&format!("{p} > "))))
+        .filter(|&c| {
+            prefixes.iter().any(|p| {
+                paths[c as usize] == *p || paths[c as usize].starts_with(&format!("{p} > "))
+            })
+        })
         .collect()
 }
 
 fn brand_ids(model: &Model, names: &[String]) -> FxHashSet<u32> {
     let brands = &model.data.brands;
-    (0..brands.len() as u32).filter(|&b| names.iter().any(|n| *n == brands[b as usize])).collect()
+    (0..brands.len() as u32)
+        .filter(|&b| names.iter().any(|n| *n == brands[b as usize]))
+        .collect()
 }
 
 fn item_ids(model: &Model, ids: &[String]) -> FxHashSet<u32> {
-    ids.iter().filter_map(|id| model.item(id)).map(|i| i.0).collect()
+    ids.iter()
+        .filter_map(|id| model.item(id))
+        .map(|i| i.0)
+        .collect()
 }
 
 impl<'m> ItemFilter<'m> {
     /// `context` items are always excluded. `bought` is the customer's history (sorted item
     /// indexes) and `due` the items among them that are due, for the purchased-item policy.
-    pub fn new(model: &'m Model, spec: &'m FilterSpec, context: &[ItemIdx], bought: &[u32], due: &[ItemIdx]) -> Self {
+    pub fn new(
+        model: &'m Model,
+        spec: &'m FilterSpec,
+        context: &[ItemIdx],
+        bought: &[u32],
+        due: &[ItemIdx],
+    ) -> Self {
         let include_categories = category_ids(model, &spec.include_categories);
         let include_brands = brand_ids(model, &spec.include_brands);
         let include_items = item_ids(model, &spec.include_item_ids);
@@ -55,9 +70,11 @@ impl<'m> ItemFilter<'m> {
         let purchased_excluded = match spec.purchased {
             PurchasedPolicy::Include => FxHashSet::default(),
             PurchasedPolicy::ExcludeAll => bought.iter().copied().collect(),
-            PurchasedPolicy::ExcludeUnlessDue => {
-                bought.iter().copied().filter(|b| !due.iter().any(|d| d.0 == *b)).collect()
-            }
+            PurchasedPolicy::ExcludeUnlessDue => bought
+                .iter()
+                .copied()
+                .filter(|b| !due.iter().any(|d| d.0 == *b))
+                .collect(),
         };
         Self {
             model,
@@ -90,10 +107,18 @@ impl<'m> ItemFilter<'m> {
             return false;
         }
         let price = f64::from(items.price[i]);
-        if self.spec.min_price.is_some_and(|lo| price.is_nan() || price < lo) {
+        if self
+            .spec
+            .min_price
+            .is_some_and(|lo| price.is_nan() || price < lo)
+        {
             return false;
         }
-        if self.spec.max_price.is_some_and(|hi| price.is_nan() || price > hi) {
+        if self
+            .spec
+            .max_price
+            .is_some_and(|hi| price.is_nan() || price > hi)
+        {
             return false;
         }
         let brand = items.brand[i];

@@ -110,10 +110,16 @@ impl FilterSpec {
         ];
         for (field, list) in lists {
             if list.len() > MAX_FILTER_VALUES {
-                return Err(invalid(field, format!("{} values, at most {MAX_FILTER_VALUES}", list.len())));
+                return Err(invalid(
+                    field,
+                    format!("{} values, at most {MAX_FILTER_VALUES}", list.len()),
+                ));
             }
         }
-        for (field, bound) in [("filters.min_price", self.min_price), ("filters.max_price", self.max_price)] {
+        for (field, bound) in [
+            ("filters.min_price", self.min_price),
+            ("filters.max_price", self.max_price),
+        ] {
             if bound.is_some_and(|p| !p.is_finite() || p < 0.0) {
                 return Err(invalid(field, "must be a finite price >= 0".into()));
             }
@@ -121,10 +127,16 @@ impl FilterSpec {
         if let (Some(lo), Some(hi)) = (self.min_price, self.max_price)
             && lo > hi
         {
-            return Err(invalid("filters.min_price", format!("{lo} is above filters.max_price {hi}")));
+            return Err(invalid(
+                "filters.min_price",
+                format!("{lo} is above filters.max_price {hi}"),
+            ));
         }
         if !(self.max_category_share > 0.0 && self.max_category_share <= 1.0) {
-            return Err(invalid("filters.max_category_share", "must be in (0, 1]".into()));
+            return Err(invalid(
+                "filters.max_category_share",
+                "must be in (0, 1]".into(),
+            ));
         }
         Ok(())
     }
@@ -145,14 +157,20 @@ pub fn validate_k(k: u32) -> Result<usize, RequestError> {
 
 pub fn validate_context(field: &'static str, context: &[ContextEntry]) -> Result<(), RequestError> {
     if context.len() > MAX_CONTEXT_ITEMS {
-        return Err(invalid(field, format!("{} items, at most {MAX_CONTEXT_ITEMS}", context.len())));
+        return Err(invalid(
+            field,
+            format!("{} items, at most {MAX_CONTEXT_ITEMS}", context.len()),
+        ));
     }
     for entry in context {
         if entry.item_id.is_empty() {
             return Err(invalid(field, "an item_id is empty".into()));
         }
         if !entry.quantity.is_finite() || entry.quantity < 0.0 {
-            return Err(invalid(field, format!("item {:?} has quantity {}", entry.item_id, entry.quantity)));
+            return Err(invalid(
+                field,
+                format!("item {:?} has quantity {}", entry.item_id, entry.quantity),
+            ));
         }
     }
     Ok(())

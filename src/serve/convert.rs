@@ -7,7 +7,8 @@ use crate::model::{Model, NONE};
 use crate::proto::v1 as pb;
 use crate::rank::buy_again::DueItem;
 use crate::rank::request::{
-    self, ContextEntry, FilterSpec, PurchasedPolicy, RankedList, Reason, RecommendQuery, Recommendation, Surface, invalid,
+    self, ContextEntry, FilterSpec, PurchasedPolicy, RankedList, Reason, RecommendQuery,
+    Recommendation, Surface, invalid,
 };
 
 pub fn surface(value: i32) -> Result<Surface, RequestError> {
@@ -18,7 +19,10 @@ pub fn surface(value: i32) -> Result<Surface, RequestError> {
         Ok(pb::Surface::ProductPage) => Ok(Surface::ProductPage),
         Ok(pb::Surface::Cart) => Ok(Surface::Cart),
         Ok(pb::Surface::Home) => Ok(Surface::Home),
-        Ok(pb::Surface::Unspecified) => Err(invalid("surface", "must be set (ORDER_TRACKING, FOLLOW_UP_EMAIL, ...)".into())),
+        Ok(pb::Surface::Unspecified) => Err(invalid(
+            "surface",
+            "must be set (ORDER_TRACKING, FOLLOW_UP_EMAIL, ...)".into(),
+        )),
         Err(_) => Err(invalid("surface", format!("{value} is not a Surface"))),
     }
 }
@@ -35,12 +39,21 @@ fn reason(reason: Reason) -> pb::Reason {
 }
 
 pub fn filters(raw: Option<pb::Filters>) -> Result<FilterSpec, RequestError> {
-    let Some(f) = raw else { return Ok(FilterSpec::default()) };
+    let Some(f) = raw else {
+        return Ok(FilterSpec::default());
+    };
     let purchased = match pb::PurchasedPolicy::try_from(f.purchased) {
-        Ok(pb::PurchasedPolicy::Unspecified | pb::PurchasedPolicy::ExcludeUnlessDue) => PurchasedPolicy::ExcludeUnlessDue,
+        Ok(pb::PurchasedPolicy::Unspecified | pb::PurchasedPolicy::ExcludeUnlessDue) => {
+            PurchasedPolicy::ExcludeUnlessDue
+        }
         Ok(pb::PurchasedPolicy::ExcludeAll) => PurchasedPolicy::ExcludeAll,
         Ok(pb::PurchasedPolicy::Include) => PurchasedPolicy::Include,
-        Err(_) => return Err(invalid("filters.purchased", format!("{} is not a PurchasedPolicy", f.purchased))),
+        Err(_) => {
+            return Err(invalid(
+                "filters.purchased",
+                format!("{} is not a PurchasedPolicy", f.purchased),
+            ));
+        }
     };
     let spec = FilterSpec {
         include_categories: f.include_categories,
@@ -53,13 +66,18 @@ pub fn filters(raw: Option<pb::Filters>) -> Result<FilterSpec, RequestError> {
         max_price: f.max_price,
         available_only: f.available_only.unwrap_or(true),
         purchased,
-        max_category_share: f.max_category_share.map_or(request::DEFAULT_MAX_CATEGORY_SHARE, |s| s as f32),
+        max_category_share: f
+            .max_category_share
+            .map_or(request::DEFAULT_MAX_CATEGORY_SHARE, |s| s as f32),
     };
     spec.validate()?;
     Ok(spec)
 }
 
-fn context(field: &'static str, items: Vec<pb::ContextItem>) -> Result<Vec<ContextEntry>, RequestError> {
+fn context(
+    field: &'static str,
+    items: Vec<pb::ContextItem>,
+) -> Result<Vec<ContextEntry>, RequestError> {
     let entries: Vec<ContextEntry> = items
         .into_iter()
         .map(|c| ContextEntry {
@@ -94,12 +112,19 @@ pub struct BoughtTogetherQuery {
     pub filters: FilterSpec,
 }
 
-pub fn bought_together_query(r: pb::BoughtTogetherRequest) -> Result<BoughtTogetherQuery, RequestError> {
+pub fn bought_together_query(
+    r: pb::BoughtTogetherRequest,
+) -> Result<BoughtTogetherQuery, RequestError> {
     let items = context("items", r.items)?;
     if items.is_empty() {
         return Err(invalid("items", "name at least one item".into()));
     }
-    Ok(BoughtTogetherQuery { k: request::validate_k(r.k)?, filters: filters(r.filters)?, customer_id: customer(r.customer_id), items })
+    Ok(BoughtTogetherQuery {
+        k: request::validate_k(r.k)?,
+        filters: filters(r.filters)?,
+        customer_id: customer(r.customer_id),
+        items,
+    })
 }
 
 pub struct UpsellQuery {
@@ -114,9 +139,16 @@ pub fn upsell_query(r: pb::UpsellRequest) -> Result<UpsellQuery, RequestError> {
     if r.item_id.is_empty() {
         return Err(invalid("item_id", "must be set".into()));
     }
-    let max_ratio = if r.max_price_ratio == 0.0 { request::DEFAULT_UPSELL_MAX_RATIO as f64 } else { r.max_price_ratio };
+    let max_ratio = if r.max_price_ratio == 0.0 {
+        request::DEFAULT_UPSELL_MAX_RATIO as f64
+    } else {
+        r.max_price_ratio
+    };
     if !(max_ratio > 1.0 && max_ratio <= 100.0) {
-        return Err(invalid("max_price_ratio", format!("{max_ratio} must be in (1, 100]")));
+        return Err(invalid(
+            "max_price_ratio",
+            format!("{max_ratio} must be in (1, 100]"),
+        ));
     }
     Ok(UpsellQuery {
         k: request::validate_k(r.k)?,
@@ -139,9 +171,19 @@ pub fn buy_again_query(r: pb::BuyAgainRequest) -> Result<BuyAgainQuery, RequestE
     if r.customer_id.is_empty() {
         return Err(invalid("customer_id", "must be set".into()));
     }
-    let horizon_days = if r.horizon_days == 0.0 { request::DEFAULT_HORIZON_DAYS } else { r.horizon_days };
+    let horizon_days = if r.horizon_days == 0.0 {
+        request::DEFAULT_HORIZON_DAYS
+    } else {
+        r.horizon_days
+    };
     if !(horizon_days > 0.0 && horizon_days <= request::MAX_HORIZON_DAYS) {
-        return Err(invalid("horizon_days", format!("{horizon_days} must be in (0, {}]", request::MAX_HORIZON_DAYS)));
+        return Err(invalid(
+            "horizon_days",
+            format!(
+                "{horizon_days} must be in (0, {}]",
+                request::MAX_HORIZON_DAYS
+            ),
+        ));
     }
     Ok(BuyAgainQuery {
         k: request::validate_k(r.k)?,
@@ -154,14 +196,32 @@ pub fn buy_again_query(r: pb::BuyAgainRequest) -> Result<BuyAgainQuery, RequestE
 
 fn evidence_text(model: &Model, rec: &Recommendation) -> String {
     let e = &rec.evidence;
-    let source = rec.sources.first().map(|&s| title_or_id(model, s)).unwrap_or_default();
+    let source = rec
+        .sources
+        .first()
+        .map(|&s| title_or_id(model, s))
+        .unwrap_or_default();
     match rec.reason {
         Reason::BoughtTogether => {
-            format!("bought together with {source} in {} orders ({:.0}% of its orders, {:.1}x chance)", e.support, 100.0 * e.confidence, e.lift)
+            format!(
+                "bought together with {source} in {} orders ({:.0}% of its orders, {:.1}x chance)",
+                e.support,
+                100.0 * e.confidence,
+                e.lift
+            )
         }
-        Reason::NextOrder => format!("{} customers who bought {source} bought this in a following order", e.support),
-        Reason::BuyAgain => format!("bought {} times, about every {:.0} days", e.support, e.interval_days),
-        Reason::Upsell => format!("same kind as {source}, {:.0}% pricier", 100.0 * (e.price_ratio - 1.0)),
+        Reason::NextOrder => format!(
+            "{} customers who bought {source} bought this in a following order",
+            e.support
+        ),
+        Reason::BuyAgain => format!(
+            "bought {} times, about every {:.0} days",
+            e.support, e.interval_days
+        ),
+        Reason::Upsell => format!(
+            "same kind as {source}, {:.0}% pricier",
+            100.0 * (e.price_ratio - 1.0)
+        ),
         Reason::Similar => format!("similar to {source}"),
         Reason::Popular => format!("popular: in {} orders", e.support),
     }
@@ -169,7 +229,11 @@ fn evidence_text(model: &Model, rec: &Recommendation) -> String {
 
 fn title_or_id(model: &Model, item: ItemIdx) -> String {
     let title = &model.data.items.titles[item.ix()];
-    if title.is_empty() { model.item_id(item).to_owned() } else { title.clone() }
+    if title.is_empty() {
+        model.item_id(item).to_owned()
+    } else {
+        title.clone()
+    }
 }
 
 fn item_fields(model: &Model, item: ItemIdx) -> (String, String, f64) {
@@ -179,10 +243,22 @@ fn item_fields(model: &Model, item: ItemIdx) -> (String, String, f64) {
         c => model.data.categories.paths[c as usize].clone(),
     };
     let price = items.price[item.ix()];
-    (items.titles[item.ix()].clone(), category, if price.is_nan() { 0.0 } else { f64::from(price) })
+    (
+        items.titles[item.ix()].clone(),
+        category,
+        if price.is_nan() {
+            0.0
+        } else {
+            f64::from(price)
+        },
+    )
 }
 
-pub fn recommend_response(model: &Model, list: RankedList, recommendation_id: String) -> pb::RecommendResponse {
+pub fn recommend_response(
+    model: &Model,
+    list: RankedList,
+    recommendation_id: String,
+) -> pb::RecommendResponse {
     let items = list
         .items
         .iter()
@@ -193,7 +269,11 @@ pub fn recommend_response(model: &Model, list: RankedList, recommendation_id: St
                 item_id: model.item_id(rec.item).to_owned(),
                 score: rec.score,
                 reason: reason(rec.reason) as i32,
-                source_item_ids: rec.sources.iter().map(|&s| model.item_id(s).to_owned()).collect(),
+                source_item_ids: rec
+                    .sources
+                    .iter()
+                    .map(|&s| model.item_id(s).to_owned())
+                    .collect(),
                 evidence: Some(pb::Evidence {
                     support: e.support,
                     confidence: e.confidence,
@@ -218,7 +298,12 @@ pub fn recommend_response(model: &Model, list: RankedList, recommendation_id: St
     }
 }
 
-pub fn buy_again_response(model: &Model, due: Vec<DueItem>, recommendation_id: String, unknown_customer: bool) -> pb::BuyAgainResponse {
+pub fn buy_again_response(
+    model: &Model,
+    due: Vec<DueItem>,
+    recommendation_id: String,
+    unknown_customer: bool,
+) -> pb::BuyAgainResponse {
     pb::BuyAgainResponse {
         items: due
             .into_iter()

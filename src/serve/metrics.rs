@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use super::state::ModelState;
 
@@ -18,46 +20,76 @@ pub struct Metrics {
 }
 
 /// Latency buckets from 25 µs to 1 s.
-const BUCKETS: [f64; 15] = [25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0];
+const BUCKETS: [f64; 15] = [
+    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+    500e-3, 1.0,
+];
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let latency = HistogramVec::new(
-            HistogramOpts::new("cobuy_request_duration_seconds", "Server time per RPC").buckets(BUCKETS.to_vec()),
+            HistogramOpts::new("cobuy_request_duration_seconds", "Server time per RPC")
+                .buckets(BUCKETS.to_vec()),
             &["method"],
         )
         .expect("static metric definition");
-        let responses =
-            IntCounterVec::new(Opts::new("cobuy_responses_total", "Responses by method and gRPC status code"), &["method", "code"])
-                .expect("static metric definition");
-        let model_info =
-            IntGaugeVec::new(Opts::new("cobuy_model_info", "1 for the live model version"), &["version"]).expect("static metric definition");
-        let model_age = prometheus::Gauge::new("cobuy_model_age_seconds", "Seconds since the live model was built")
-            .expect("static metric definition");
+        let responses = IntCounterVec::new(
+            Opts::new(
+                "cobuy_responses_total",
+                "Responses by method and gRPC status code",
+            ),
+            &["method", "code"],
+        )
+        .expect("static metric definition");
+        let model_info = IntGaugeVec::new(
+            Opts::new("cobuy_model_info", "1 for the live model version"),
+            &["version"],
+        )
+        .expect("static metric definition");
+        let model_age = prometheus::Gauge::new(
+            "cobuy_model_age_seconds",
+            "Seconds since the live model was built",
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(responses.clone()),
             Box::new(model_info.clone()),
             Box::new(model_age.clone()),
         ] {
-            registry.register(collector).expect("metric registered once");
+            registry
+                .register(collector)
+                .expect("metric registered once");
         }
-        Self { registry, latency, responses, model_info, model_age }
+        Self {
+            registry,
+            latency,
+            responses,
+            model_info,
+            model_age,
+        }
     }
 
     pub fn observe(&self, method: &str, code: tonic::Code, seconds: f64) {
         self.latency.with_label_values(&[method]).observe(seconds);
-        self.responses.with_label_values(&[method, &format!("{code:?}")]).inc();
+        self.responses
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
     }
 
     /// Renders the text exposition, refreshing the model gauges first.
     pub fn render(&self, state: &ModelState) -> String {
         self.model_info.reset();
         if let Some(live) = state.current() {
-            self.model_info.with_label_values(&[&live.model.version]).set(1);
-            let built = chrono::DateTime::parse_from_rfc3339(&live.built_at).map(|t| t.timestamp()).unwrap_or(live.loaded_at);
-            self.model_age.set((chrono::Utc::now().timestamp() - built) as f64);
+            self.model_info
+                .with_label_values(&[&live.model.version])
+                .set(1);
+            let built = chrono::DateTime::parse_from_rfc3339(&live.built_at)
+                .map(|t| t.timestamp())
+                .unwrap_or(live.loaded_at);
+            self.model_age
+                .set((chrono::Utc::now().timestamp() - built) as f64);
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -85,5 +117,7 @@ pub async fn serve_metrics(
             async move { body }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -66,10 +66,14 @@ impl From<ServeError> for Status {
         match e {
             ServeError::Request(e) => Status::invalid_argument(e.to_string()),
             ServeError::NoModel => Status::unavailable("no model loaded yet"),
-            ServeError::Reload(StoreError::NoCurrent { .. }) => Status::failed_precondition("no CURRENT model to load"),
+            ServeError::Reload(StoreError::NoCurrent { .. }) => {
+                Status::failed_precondition("no CURRENT model to load")
+            }
             ServeError::Reload(e) => {
                 tracing::warn!(error = %e, "reload refused");
-                Status::failed_precondition(format!("model refused, the live model keeps serving: {e}"))
+                Status::failed_precondition(format!(
+                    "model refused, the live model keeps serving: {e}"
+                ))
             }
         }
     }
@@ -105,19 +109,32 @@ pub async fn run(
             tracing::warn!(error = %e, dir = %config.models.display(), "no model at start; serving NOT_SERVING until one is published");
         }
         tokio::spawn(Arc::clone(&state).watch(config.watch_interval, stop_rx.clone()));
-        tokio::spawn(track_health(Arc::clone(&state), health.clone(), stop_rx.clone()));
+        tokio::spawn(track_health(
+            Arc::clone(&state),
+            health.clone(),
+            stop_rx.clone(),
+        ));
     } else {
-        health.set_serving::<pb::recommender_server::RecommenderServer<NoopRecommender>>().await;
-        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health
+            .set_serving::<pb::recommender_server::RecommenderServer<NoopRecommender>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
     }
 
     let metrics_task = metrics_listener.map(|l| {
         let mut stop = stop_rx.clone();
         let addr = l.local_addr().ok();
         tracing::info!(addr = ?addr, "metrics on /metrics");
-        tokio::spawn(metrics::serve_metrics(l, metrics.clone(), Arc::clone(&state), async move {
-            let _ = stop.changed().await;
-        }))
+        tokio::spawn(metrics::serve_metrics(
+            l,
+            metrics.clone(),
+            Arc::clone(&state),
+            async move {
+                let _ = stop.changed().await;
+            },
+        ))
     });
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -135,25 +152,37 @@ pub async fn run(
     let mut builder = Server::builder()
         .load_shed(true)
         .timeout(config.request_timeout)
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.max_in_flight));
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_in_flight,
+        ));
     let router = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::admin_server::AdminServer::new(AdminService::new(Arc::clone(&state))));
+        .add_service(pb::admin_server::AdminServer::new(AdminService::new(
+            Arc::clone(&state),
+        )));
     let router = if config.noop {
-        router.add_service(pb::recommender_server::RecommenderServer::new(NoopRecommender).max_decoding_message_size(limit))
+        router.add_service(
+            pb::recommender_server::RecommenderServer::new(NoopRecommender)
+                .max_decoding_message_size(limit),
+        )
     } else {
         router.add_service(
-            pb::recommender_server::RecommenderServer::new(RecommenderService::new(Arc::clone(&state), metrics.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            pb::recommender_server::RecommenderServer::new(RecommenderService::new(
+                Arc::clone(&state),
+                metrics.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         )
     };
     tracing::info!(addr = %local, noop = config.noop, max_in_flight = config.max_in_flight, "serving gRPC");
     // Nagle's algorithm would add ~40 ms to small responses.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = router.serve_with_incoming_shutdown(incoming, shutdown).await;
+    let result = router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
     let _ = stop_tx.send(true);
     if let Some(task) = metrics_task {
         let _ = task.await;
@@ -163,10 +192,18 @@ pub async fn run(
 }
 
 /// Health is NOT_SERVING until a model is live, then SERVING (a refused reload keeps it so).
-async fn track_health(state: Arc<ModelState>, health: tonic_health::server::HealthReporter, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn track_health(
+    state: Arc<ModelState>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut serving = false;
-    health.set_not_serving::<pb::recommender_server::RecommenderServer<RecommenderService>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health
+        .set_not_serving::<pb::recommender_server::RecommenderServer<RecommenderService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -174,8 +211,12 @@ async fn track_health(state: Arc<ModelState>, health: tonic_health::server::Heal
             _ = stop.changed() => return,
         }
         if !serving && state.current().is_some() {
-            health.set_serving::<pb::recommender_server::RecommenderServer<RecommenderService>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            health
+                .set_serving::<pb::recommender_server::RecommenderServer<RecommenderService>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
             serving = true;
         }
     }

@@ -44,51 +44,108 @@ impl RecommenderService {
             None => Err(ServeError::NoModel),
         };
         let result = result.map(Response::new).map_err(Status::from);
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         if code != tonic::Code::Ok {
             tracing::debug!(code = ?code, "request refused");
         }
-        self.metrics.observe(method, code, started.elapsed().as_secs_f64());
+        self.metrics
+            .observe(method, code, started.elapsed().as_secs_f64());
         result
     }
 }
 
 #[tonic::async_trait]
 impl pb::recommender_server::Recommender for RecommenderService {
-    async fn recommend(&self, request: Request<pb::RecommendRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn recommend(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         self.handle("Recommend", request, |live, req| {
             let query = convert::recommend_query(req)?;
             let list = rank::recommend(&live.model, &query);
-            Ok(convert::recommend_response(&live.model, list, recommendation_id()))
+            Ok(convert::recommend_response(
+                &live.model,
+                list,
+                recommendation_id(),
+            ))
         })
     }
 
-    async fn bought_together(&self, request: Request<pb::BoughtTogetherRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn bought_together(
+        &self,
+        request: Request<pb::BoughtTogetherRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         self.handle("BoughtTogether", request, |live, req| {
             let q = convert::bought_together_query(req)?;
-            let list = rank::blend::bought_together_list(&live.model, q.customer_id, q.items, q.k, q.filters);
-            Ok(convert::recommend_response(&live.model, list, recommendation_id()))
+            let list = rank::blend::bought_together_list(
+                &live.model,
+                q.customer_id,
+                q.items,
+                q.k,
+                q.filters,
+            );
+            Ok(convert::recommend_response(
+                &live.model,
+                list,
+                recommendation_id(),
+            ))
         })
     }
 
-    async fn upsell(&self, request: Request<pb::UpsellRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn upsell(
+        &self,
+        request: Request<pb::UpsellRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         self.handle("Upsell", request, |live, req| {
             let q = convert::upsell_query(req)?;
-            let list = rank::blend::upsell_list(&live.model, q.customer_id.as_deref(), &q.item_id, q.k, &q.filters, q.max_ratio);
-            Ok(convert::recommend_response(&live.model, list, recommendation_id()))
+            let list = rank::blend::upsell_list(
+                &live.model,
+                q.customer_id.as_deref(),
+                &q.item_id,
+                q.k,
+                &q.filters,
+                q.max_ratio,
+            );
+            Ok(convert::recommend_response(
+                &live.model,
+                list,
+                recommendation_id(),
+            ))
         })
     }
 
-    async fn buy_again(&self, request: Request<pb::BuyAgainRequest>) -> Result<Response<pb::BuyAgainResponse>, Status> {
+    async fn buy_again(
+        &self,
+        request: Request<pb::BuyAgainRequest>,
+    ) -> Result<Response<pb::BuyAgainResponse>, Status> {
         self.handle("BuyAgain", request, |live, req| {
             let q = convert::buy_again_query(req)?;
             let model = &live.model;
             let Some(customer) = model.customer(&q.customer_id) else {
-                return Ok(convert::buy_again_response(model, Vec::new(), recommendation_id(), true));
+                return Ok(convert::buy_again_response(
+                    model,
+                    Vec::new(),
+                    recommendation_id(),
+                    true,
+                ));
             };
             let as_of = q.as_of.unwrap_or(model.data.time.last_order);
-            let due = rank::blend::buy_again_list(model, customer, as_of, q.horizon_days, q.k, &q.filters);
-            Ok(convert::buy_again_response(model, due, recommendation_id(), false))
+            let due = rank::blend::buy_again_list(
+                model,
+                customer,
+                as_of,
+                q.horizon_days,
+                q.k,
+                &q.filters,
+            );
+            Ok(convert::buy_again_response(
+                model,
+                due,
+                recommendation_id(),
+                false,
+            ))
         })
     }
 }
@@ -99,19 +156,31 @@ pub struct NoopRecommender;
 
 #[tonic::async_trait]
 impl pb::recommender_server::Recommender for NoopRecommender {
-    async fn recommend(&self, _: Request<pb::RecommendRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn recommend(
+        &self,
+        _: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         Ok(Response::new(pb::RecommendResponse::default()))
     }
 
-    async fn bought_together(&self, _: Request<pb::BoughtTogetherRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn bought_together(
+        &self,
+        _: Request<pb::BoughtTogetherRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         Ok(Response::new(pb::RecommendResponse::default()))
     }
 
-    async fn upsell(&self, _: Request<pb::UpsellRequest>) -> Result<Response<pb::RecommendResponse>, Status> {
+    async fn upsell(
+        &self,
+        _: Request<pb::UpsellRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
         Ok(Response::new(pb::RecommendResponse::default()))
     }
 
-    async fn buy_again(&self, _: Request<pb::BuyAgainRequest>) -> Result<Response<pb::BuyAgainResponse>, Status> {
+    async fn buy_again(
+        &self,
+        _: Request<pb::BuyAgainRequest>,
+    ) -> Result<Response<pb::BuyAgainResponse>, Status> {
         Ok(Response::new(pb::BuyAgainResponse::default()))
     }
 }
@@ -130,7 +199,10 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
-    async fn model_info(&self, _: Request<pb::ModelInfoRequest>) -> Result<Response<pb::ModelInfoResponse>, Status> {
+    async fn model_info(
+        &self,
+        _: Request<pb::ModelInfoRequest>,
+    ) -> Result<Response<pb::ModelInfoResponse>, Status> {
         let live = self.state.current().ok_or(ServeError::NoModel)?;
         let d = &live.model.data;
         Ok(Response::new(pb::ModelInfoResponse {
@@ -145,7 +217,10 @@ impl pb::admin_server::Admin for AdminService {
         }))
     }
 
-    async fn reload(&self, _: Request<pb::ReloadRequest>) -> Result<Response<pb::ReloadResponse>, Status> {
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
         let outcome = self.state.reload().await.map_err(ServeError::Reload)?;
         Ok(Response::new(pb::ReloadResponse {
             previous_version: outcome.previous.unwrap_or_default(),

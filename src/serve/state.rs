@@ -44,7 +44,12 @@ pub struct ModelState {
 
 impl ModelState {
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir, live: ArcSwapOption::empty(), reload_lock: Mutex::new(()), failed: std::sync::Mutex::new(None) }
+        Self {
+            dir,
+            live: ArcSwapOption::empty(),
+            reload_lock: Mutex::new(()),
+            failed: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -58,7 +63,11 @@ impl ModelState {
 
     /// Installs an already loaded model (tests, `--noop` targets).
     pub fn install(&self, model: Model, built_at: String) {
-        self.live.store(Some(Arc::new(LiveModel { model, built_at, loaded_at: chrono::Utc::now().timestamp() })));
+        self.live.store(Some(Arc::new(LiveModel {
+            model,
+            built_at,
+            loaded_at: chrono::Utc::now().timestamp(),
+        })));
     }
 
     /// Loads the version `CURRENT` names unless it is already live. Blocking work runs off the
@@ -69,7 +78,11 @@ impl ModelState {
         let dir = self.dir.clone();
         let version = store::current_version(&dir)?;
         if previous.as_deref() == Some(version.as_str()) {
-            return Ok(ReloadOutcome { previous: previous.clone(), current: version, changed: false });
+            return Ok(ReloadOutcome {
+                previous: previous.clone(),
+                current: version,
+                changed: false,
+            });
         }
         let span = tracing::info_span!("model_load", version = %version);
         let started = std::time::Instant::now();
@@ -80,7 +93,10 @@ impl ModelState {
             Ok::<_, StoreError>((model, manifest.built_at))
         })
         .await
-        .map_err(|e| StoreError::Invalid { path: dir.clone(), what: format!("model load task failed: {e}") })?;
+        .map_err(|e| StoreError::Invalid {
+            path: dir.clone(),
+            what: format!("model load task failed: {e}"),
+        })?;
         let _entered = span.enter();
         match loaded {
             Ok((model, built_at)) => {
@@ -90,7 +106,11 @@ impl ModelState {
                     *failed = None;
                 }
                 tracing::info!(version = %current, previous = ?previous, seconds = started.elapsed().as_secs_f64(), "model swapped in");
-                Ok(ReloadOutcome { previous, current, changed: true })
+                Ok(ReloadOutcome {
+                    previous,
+                    current,
+                    changed: true,
+                })
             }
             Err(e) => {
                 if let Ok(mut failed) = self.failed.lock() {
@@ -103,7 +123,11 @@ impl ModelState {
     }
 
     /// Polls `CURRENT` every `interval` and reloads when it names a new version, until `stop`.
-    pub async fn watch(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -111,10 +135,14 @@ impl ModelState {
                 _ = ticker.tick() => {}
                 _ = stop.changed() => return,
             }
-            let Ok(version) = store::current_version(&self.dir) else { continue };
+            let Ok(version) = store::current_version(&self.dir) else {
+                continue;
+            };
             let live = self.current().map(|m| m.model.version.clone());
             let failed = self.failed.lock().ok().and_then(|f| f.clone());
-            if live.as_deref() == Some(version.as_str()) || failed.as_deref() == Some(version.as_str()) {
+            if live.as_deref() == Some(version.as_str())
+                || failed.as_deref() == Some(version.as_str())
+            {
                 continue;
             }
             // Errors are logged inside reload; the next new version is tried on a later tick.

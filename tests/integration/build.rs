@@ -235,7 +235,7 @@ fn catalog_joins_categories_prices_and_catalog_only_items() {
         ingest: IngestOptions::default(),
     };
     let (data, report) = build(&inputs, &Progress::hidden()).expect("build");
-    assert_eq!(report.ingest.counts.catalog_rows, 5);
+    assert_eq!(report.ingest.counts.catalog_rows, 8);
     let model = cobuy::model::Model::new("test".into(), data);
     let d = &model.data;
     let apple = model.item("A").expect("A");

@@ -3,4 +3,6 @@
 //! client.
 
 mod build;
+mod filters;
 mod fixtures;
+mod serve;
