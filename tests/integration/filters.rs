@@ -135,8 +135,12 @@ fn check(
     if spec.exclude_item_ids.iter().any(|x| x == id) {
         return fail("item excluded");
     }
-    if spec.min_price.is_some_and(|lo| price.is_nan() || price < lo)
-        || spec.max_price.is_some_and(|hi| price.is_nan() || price > hi)
+    if spec
+        .min_price
+        .is_some_and(|lo| price.is_nan() || price < lo)
+        || spec
+            .max_price
+            .is_some_and(|hi| price.is_nan() || price > hi)
     {
         return fail("price out of range");
     }
