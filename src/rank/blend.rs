@@ -2,7 +2,7 @@
 //! README table "Surfaces". Every signal's scores are first divided by that signal's best score
 //! in this request, so the weights compare like with like.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::buy_again::{DueItem, buy_again};
 use super::filter::ItemFilter;
@@ -55,8 +55,33 @@ impl Blend {
 
 /// Anchors from a customer's history: the last order's items, then the most frequent items.
 const MAX_HISTORY_ANCHORS: usize = 30;
+/// Re-purchasable items considered per request; due items score highest, so this bounds the
+/// work for customers with thousands of items without losing due ones.
+const MAX_DUE_ITEMS: usize = 200;
 /// Popular candidates considered per request.
 const POPULAR_CANDIDATES: usize = 200;
+
+/// Source items kept per candidate, inline (no allocation per candidate).
+const MAX_SOURCES: usize = 4;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sources {
+    items: [u32; MAX_SOURCES],
+    len: u8,
+}
+
+impl Sources {
+    fn as_slice(&self) -> &[u32] {
+        &self.items[..self.len as usize]
+    }
+
+    fn add(&mut self, item: ItemIdx) {
+        if (self.len as usize) < MAX_SOURCES && !self.as_slice().contains(&item.0) {
+            self.items[self.len as usize] = item.0;
+            self.len += 1;
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Candidate {
@@ -64,15 +89,29 @@ struct Candidate {
     total: f32,
     best: f32,
     reason: Reason,
-    sources: Vec<ItemIdx>,
+    sources: Sources,
     evidence: Evidence,
 }
 
 /// Accumulates weighted, normalised contributions per item.
-#[derive(Debug, Default)]
-struct Pool {
-    index: FxHashMap<u32, usize>,
+#[derive(Debug)]
+struct Pool<'s> {
+    /// Dense item → candidate slot map (`u32::MAX` = none), borrowed from a per-thread buffer
+    /// and reset through `candidates` when the pool is dropped.
+    slots: &'s mut Vec<u32>,
     candidates: Vec<Candidate>,
+}
+
+impl Drop for Pool<'_> {
+    fn drop(&mut self) {
+        for c in &self.candidates {
+            self.slots[c.item.ix()] = u32::MAX;
+        }
+    }
+}
+
+thread_local! {
+    static SLOTS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 struct Contribution {
@@ -82,7 +121,7 @@ struct Contribution {
     evidence: Evidence,
 }
 
-impl Pool {
+impl Pool<'_> {
     fn add_signal(&mut self, weight: f32, reason: Reason, contributions: &[Contribution]) {
         let max = contributions.iter().map(|c| c.raw).fold(0.0f32, f32::max);
         if weight <= 0.0 || max <= 0.0 {
@@ -90,35 +129,41 @@ impl Pool {
         }
         for c in contributions {
             let value = weight * c.raw / max;
-            let slot = *self.index.entry(c.item.0).or_insert_with(|| {
+            let mut slot = self.slots[c.item.ix()] as usize;
+            if slot == u32::MAX as usize {
+                slot = self.candidates.len();
+                self.slots[c.item.ix()] = slot as u32;
                 self.candidates.push(Candidate {
                     item: c.item,
                     total: 0.0,
                     best: 0.0,
                     reason,
-                    sources: Vec::new(),
+                    sources: Sources::default(),
                     evidence: Evidence::default(),
                 });
-                self.candidates.len() - 1
-            });
+            }
             let cand = &mut self.candidates[slot];
             cand.total += value;
             if value > cand.best {
                 cand.best = value;
                 cand.reason = reason;
                 cand.evidence = c.evidence;
-                cand.sources.clear();
+                cand.sources = Sources::default();
             }
             if cand.reason == reason
                 && let Some(source) = c.source
-                && !cand.sources.contains(&source)
-                && cand.sources.len() < 5
             {
-                cand.sources.push(source);
+                cand.sources.add(source);
             }
         }
     }
 }
+
+/// Neighbours read per request and signal, spread over the anchors: with many anchors each
+/// contributes only the head of its list (at least [`MIN_NEIGHBOURS_PER_ANCHOR`]), which bounds
+/// the work of a 100-item basket without changing one-item answers.
+const NEIGHBOUR_BUDGET: usize = 600;
+const MIN_NEIGHBOURS_PER_ANCHOR: usize = 10;
 
 fn neighbour_contributions(
     model: &Model,
@@ -128,8 +173,9 @@ fn neighbour_contributions(
     out: &mut Vec<Contribution>,
 ) {
     out.clear();
+    let per_anchor = (NEIGHBOUR_BUDGET / anchors.len().max(1)).max(MIN_NEIGHBOURS_PER_ANCHOR);
     for &(anchor, weight) in anchors {
-        for n in lists.of(anchor) {
+        for n in lists.of(anchor).take(per_anchor) {
             let (confidence, lift) = model.pair_evidence(anchor, n.support, n.item);
             out.push(Contribution {
                 item: n.item,
@@ -188,7 +234,7 @@ pub fn customer_view(
         .iter()
         .map(|h| h.item)
         .collect();
-    let due = buy_again(model, c, as_of, horizon_days, usize::MAX);
+    let due = buy_again(model, c, as_of, horizon_days, MAX_DUE_ITEMS);
     CustomerView {
         customer,
         bought,
@@ -203,6 +249,28 @@ pub fn recommend(model: &Model, query: &RecommendQuery) -> RankedList {
 
 /// [`recommend`] with explicit weights (for tuning and evaluation).
 pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> RankedList {
+    SLOTS.with_borrow_mut(|slots| {
+        if slots.len() < model.n_items() {
+            slots.resize(model.n_items(), u32::MAX);
+        }
+        rank_into(
+            model,
+            query,
+            blend,
+            Pool {
+                slots,
+                candidates: Vec::with_capacity(1024),
+            },
+        )
+    })
+}
+
+fn rank_into(
+    model: &Model,
+    query: &RecommendQuery,
+    blend: &Blend,
+    mut pool: Pool<'_>,
+) -> RankedList {
     let data = &model.data;
     let as_of = query.as_of.unwrap_or(data.time.last_order);
     let (context, unknown_item_ids) = resolve_context(model, &query.context);
@@ -219,8 +287,7 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
         .map(|d| d.item)
         .collect();
     let filter = ItemFilter::new(model, &query.filters, &context, &view.bought, &due_items);
-    let mut pool = Pool::default();
-    let mut scratch = Vec::new();
+    let mut scratch = Vec::with_capacity(NEIGHBOUR_BUDGET + 64);
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
     if blend.context_bought_together > 0.0 && !context_anchors.is_empty() {
@@ -305,12 +372,18 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
         pool.add_signal(blend.upsell, Reason::Upsell, &scratch);
     }
     if blend.popular > 0.0 {
-        popular_contributions(model, &context, &filter, &mut scratch);
+        popular_contributions(
+            model,
+            &context,
+            &filter,
+            POPULAR_CANDIDATES.min(4 * query.k).max(20),
+            &mut scratch,
+        );
         pool.add_signal(blend.popular, Reason::Popular, &scratch);
     }
     let items = select(
         model,
-        pool,
+        &pool,
         &filter,
         query.k,
         query.filters.max_category_share,
@@ -334,8 +407,17 @@ fn history_anchors(model: &Model, customer: CustomerIdx) -> Vec<(ItemIdx, f32)> 
     let history = customers.history(customer);
     let max_weight = history.iter().map(|h| h.weight).fold(0.0f32, f32::max);
     if max_weight > 0.0 && anchors.len() < MAX_HISTORY_ANCHORS {
+        // Partial selection: heavy customers have thousands of history entries.
+        let heaviest = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
+            b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
+        };
         let mut frequent: Vec<_> = history.iter().collect();
-        frequent.sort_unstable_by(|a, b| b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item)));
+        let keep = (2 * MAX_HISTORY_ANCHORS).min(frequent.len());
+        if frequent.len() > keep {
+            frequent.select_nth_unstable_by(keep, heaviest);
+            frequent.truncate(keep);
+        }
+        frequent.sort_unstable_by(heaviest);
         for h in frequent {
             if anchors.len() >= MAX_HISTORY_ANCHORS {
                 break;
@@ -353,15 +435,14 @@ fn popular_contributions(
     model: &Model,
     context: &[ItemIdx],
     filter: &ItemFilter<'_>,
+    limit: usize,
     out: &mut Vec<Contribution>,
 ) {
     let data = &model.data;
     out.clear();
-    let push = |item: u32, closeness: f32, out: &mut Vec<Contribution>| {
-        if out.len() >= POPULAR_CANDIDATES
-            || out.iter().any(|c| c.item.0 == item)
-            || !filter.allows(ItemIdx(item))
-        {
+    let mut seen: FxHashSet<u32> = FxHashSet::default();
+    let mut push = |item: u32, closeness: f32, out: &mut Vec<Contribution>| {
+        if !seen.insert(item) || !filter.allows(ItemIdx(item)) {
             return;
         }
         let recent = data.popularity.recent[item as usize];
@@ -375,21 +456,29 @@ fn popular_contributions(
             },
         });
     };
-    for depth in 0..4 {
-        for &anchor in context {
-            let leaf = data.items.category[anchor.ix()];
-            if leaf == NONE {
+    let leaves: Vec<u32> = context
+        .iter()
+        .map(|a| data.items.category[a.ix()])
+        .filter(|&c| c != NONE)
+        .collect();
+    'levels: for depth in 0..4 {
+        for &leaf in &leaves {
+            let Some(category) = data.categories.lineage(leaf).nth(depth) else {
                 continue;
-            }
-            if let Some(category) = data.categories.lineage(leaf).nth(depth) {
-                let closeness = 1.0 / (1.0 + depth as f32);
-                for &item in data.popularity.top_in_category(category) {
-                    push(item, closeness, out);
+            };
+            let closeness = 1.0 / (1.0 + depth as f32);
+            for &item in data.popularity.top_in_category(category) {
+                if out.len() >= limit {
+                    break 'levels;
                 }
+                push(item, closeness, out);
             }
         }
     }
     for &item in &data.popularity.top {
+        if out.len() >= limit {
+            break;
+        }
         push(item, 0.1, out);
     }
 }
@@ -397,44 +486,54 @@ fn popular_contributions(
 /// Best-first selection under the filter, at most `ceil(k · share)` per leaf category.
 fn select(
     model: &Model,
-    pool: Pool,
+    pool: &Pool<'_>,
     filter: &ItemFilter<'_>,
     k: usize,
     max_category_share: f32,
 ) -> Vec<Recommendation> {
-    let mut candidates = pool.candidates;
-    candidates.sort_unstable_by(|a, b| b.total.total_cmp(&a.total).then(a.item.cmp(&b.item)));
+    let candidates = &pool.candidates;
+    let mut order: Vec<(f32, u32, u32)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(slot, c)| (c.total, c.item.0, slot as u32))
+        .collect();
+    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let per_category = ((k as f32 * max_category_share).ceil() as usize).max(1);
     let mut taken: FxHashMap<u32, usize> = FxHashMap::default();
-    let mut out = Vec::with_capacity(k);
-    let mut deferred = Vec::new();
-    for cand in candidates {
-        if out.len() >= k {
+    let mut chosen: Vec<usize> = Vec::with_capacity(k);
+    let mut deferred: Vec<usize> = Vec::new();
+    for &(_, item, slot) in &order {
+        if chosen.len() >= k {
             break;
         }
-        if !filter.allows(cand.item) {
+        if !filter.allows(ItemIdx(item)) {
             continue;
         }
-        let category = model.data.items.category[cand.item.ix()];
+        let category = model.data.items.category[item as usize];
         if category != NONE {
             let count = taken.entry(category).or_insert(0);
             if *count >= per_category {
-                deferred.push(cand);
+                deferred.push(slot as usize);
                 continue;
             }
             *count += 1;
         }
-        out.push(cand);
+        chosen.push(slot as usize);
     }
     // Diversity yields to length: a short list is filled from what the cap held back.
-    out.extend(deferred.into_iter().take(k.saturating_sub(out.len())));
-    out.into_iter()
-        .map(|c| Recommendation {
-            item: c.item,
-            score: c.total,
-            reason: c.reason,
-            sources: c.sources,
-            evidence: c.evidence,
+    let room = k.saturating_sub(chosen.len());
+    chosen.extend(deferred.into_iter().take(room));
+    chosen
+        .into_iter()
+        .map(|slot| {
+            let c = &candidates[slot];
+            Recommendation {
+                item: c.item,
+                score: c.total,
+                reason: c.reason,
+                sources: c.sources.as_slice().iter().map(|&s| ItemIdx(s)).collect(),
+                evidence: c.evidence,
+            }
         })
         .collect()
 }

@@ -86,7 +86,12 @@ pub fn buy_again(
             })
         })
         .collect();
-    due.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-    due.truncate(limit);
+    let best_first =
+        |a: &DueItem, b: &DueItem| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item));
+    if due.len() > limit {
+        due.select_nth_unstable_by(limit, best_first);
+        due.truncate(limit);
+    }
+    due.sort_unstable_by(best_first);
     due
 }

@@ -25,6 +25,9 @@ pub struct ItemFilter<'m> {
 }
 
 fn category_ids(model: &Model, prefixes: &[String]) -> Vec<u32> {
+    if prefixes.is_empty() {
+        return Vec::new();
+    }
     let paths = &model.data.categories.paths;
     (0..paths.len() as u32)
         .filter(|&c| {
@@ -70,11 +73,14 @@ impl<'m> ItemFilter<'m> {
         let purchased_excluded = match spec.purchased {
             PurchasedPolicy::Include => FxHashSet::default(),
             PurchasedPolicy::ExcludeAll => bought.iter().copied().collect(),
-            PurchasedPolicy::ExcludeUnlessDue => bought
-                .iter()
-                .copied()
-                .filter(|b| !due.iter().any(|d| d.0 == *b))
-                .collect(),
+            PurchasedPolicy::ExcludeUnlessDue => {
+                let due: FxHashSet<u32> = due.iter().map(|d| d.0).collect();
+                bought
+                    .iter()
+                    .copied()
+                    .filter(|b| !due.contains(b))
+                    .collect()
+            }
         };
         Self {
             model,

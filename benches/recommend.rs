@@ -1,0 +1,149 @@
+//! In-process ranking latency on the completejourney model: criterion timings per surface, and
+//! a percentile pass (HdrHistogram over many real requests) for p50/p99, with the cheapest
+//! possible recommender (copying the global top-k) as the same-run baseline.
+//!
+//! Needs ../shared/data/completejourney (skipped with a notice otherwise):
+//!   cargo bench --bench recommend
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use cobuy::build::{BuildInputs, build};
+use cobuy::ingest::IngestOptions;
+use cobuy::mapping::Mapping;
+use cobuy::model::Model;
+use cobuy::progress::Progress;
+use cobuy::rank::recommend;
+use cobuy::rank::request::{ContextEntry, FilterSpec, RecommendQuery, Surface};
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+
+const DATA: &str = "../shared/data/completejourney";
+const SEED: u64 = 7;
+const REQUESTS_PER_SURFACE: usize = 2_000;
+const PERCENTILE_ROUNDS: usize = 10;
+const K: usize = 10;
+
+fn load_model() -> Option<Model> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join(DATA);
+    if !data.join("transactions.parquet").exists() {
+        eprintln!(
+            "notice: {} not found; skipping the recommend bench",
+            data.display()
+        );
+        return None;
+    }
+    let inputs = BuildInputs {
+        orders: vec![data.join("transactions.parquet")],
+        catalog: Some(data.join("products.parquet")),
+        mapping: Mapping::from_file(&root.join("examples/datasets/completejourney.toml"))
+            .expect("mapping"),
+        ingest: IngestOptions::default(),
+    };
+    let (model, _) = build(&inputs, &Progress::hidden()).expect("build");
+    Some(Model::new("bench".into(), model))
+}
+
+/// Real requests: known customers with their last order as context (ORDER_TRACKING, CART), one
+/// item of it (PRODUCT_PAGE) or none (HOME, FOLLOW_UP_EMAIL, REPLENISHMENT_REMINDER).
+fn requests(model: &Model, surface: Surface, n: usize) -> Vec<RecommendQuery> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+    let customers = &model.data.customers;
+    (0..n)
+        .map(|_| {
+            let c = cobuy::ids::CustomerIdx(rng.random_range(0..customers.len() as u32));
+            let last = customers.last_order_items(c);
+            let context: Vec<u32> = match surface {
+                Surface::OrderTracking | Surface::Cart => last.to_vec(),
+                Surface::ProductPage => last.first().copied().into_iter().collect(),
+                _ => Vec::new(),
+            };
+            RecommendQuery {
+                customer_id: Some(customers.ids[c.ix()].clone()),
+                surface,
+                context: context
+                    .into_iter()
+                    .map(|i| ContextEntry {
+                        item_id: model.data.items.ids[i as usize].clone(),
+                        quantity: 1.0,
+                        price: None,
+                    })
+                    .collect(),
+                k: K,
+                filters: FilterSpec::default(),
+                as_of: None,
+            }
+        })
+        .collect()
+}
+
+fn baseline_top_k(model: &Model) -> Vec<u32> {
+    model.data.popularity.top.iter().take(K).copied().collect()
+}
+
+fn percentiles(model: &Model) {
+    println!(
+        "\nin-process latency, {REQUESTS_PER_SURFACE} real requests x {PERCENTILE_ROUNDS} rounds per surface (µs)"
+    );
+    println!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8}",
+        "surface", "p50", "p99", "p99.9", "max"
+    );
+    let mut baseline = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..REQUESTS_PER_SURFACE * PERCENTILE_ROUNDS {
+        let t = Instant::now();
+        black_box(baseline_top_k(black_box(model)));
+        baseline
+            .record(t.elapsed().as_nanos() as u64)
+            .expect("record");
+    }
+    let row = |name: &str, h: &hdrhistogram::Histogram<u64>| {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            name,
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            h.max() as f64 / 1000.0
+        );
+    };
+    row("baseline: global top-k", &baseline);
+    for surface in Surface::ALL {
+        let batch = requests(model, surface, REQUESTS_PER_SURFACE);
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for _ in 0..PERCENTILE_ROUNDS {
+            for q in &batch {
+                let t = Instant::now();
+                black_box(recommend(model, black_box(q)));
+                h.record(t.elapsed().as_nanos() as u64).expect("record");
+            }
+        }
+        row(&format!("{surface:?}"), &h);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(model) = load_model() else { return };
+    percentiles(&model);
+    let mut group = c.benchmark_group("recommend");
+    group.bench_function("baseline_global_top_k", |b| {
+        b.iter(|| black_box(baseline_top_k(black_box(&model))))
+    });
+    for surface in Surface::ALL {
+        let batch = requests(&model, surface, 256);
+        let mut i = 0;
+        group.bench_function(format!("{surface:?}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % batch.len();
+                black_box(recommend(&model, black_box(&batch[i])))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
