@@ -5,6 +5,8 @@
 //! Needs ../shared/data/completejourney (skipped with a notice otherwise):
 //!   cargo bench --bench recommend
 
+#![allow(clippy::print_stdout)] // a bench reports its percentile table on the terminal
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
