@@ -9,6 +9,7 @@ pub mod error;
 pub mod ids;
 pub mod ingest;
 pub mod inspect;
+pub mod loadgen;
 pub mod mapping;
 pub mod model;
 pub mod progress;

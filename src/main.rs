@@ -39,6 +39,59 @@ enum Command {
     Serve(ServeArgs),
     /// Build a model from the bundled Online Retail sample and serve it.
     Demo(DemoArgs),
+    /// Open-loop gRPC load: fixed-rate schedule, latency from scheduled send times.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadgenArgs {
+    /// Target server.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// Model directory whose customers and items make up the request mix.
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// Requests per second (the first rate of a sweep).
+    #[arg(long, default_value_t = 1000.0)]
+    rps: f64,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 30.0)]
+    duration_s: f64,
+    /// Stop a step after this many requests.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// HTTP/2 connections to spread calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// `surfaces` (Recommend on all surfaces) or `all` (plus BoughtTogether, Upsell, BuyAgain).
+    #[arg(long, default_value = "surfaces")]
+    mix: String,
+    /// Per-call deadline in ms.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+    /// Calls outstanding before the generator stops sending (counted as client_overflow).
+    #[arg(long, default_value_t = 20_000)]
+    max_outstanding: usize,
+    /// Raise the rate step by step until the p99 target breaks, then overload at 2x.
+    #[arg(long)]
+    sweep: bool,
+    #[arg(long, default_value_t = 1.5)]
+    sweep_factor: f64,
+    #[arg(long, default_value_t = 2.0)]
+    p99_target_ms: f64,
+    #[arg(long, default_value_t = 12)]
+    max_steps: usize,
+    /// Tokio worker threads of the generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Allow a non-loopback target.
+    #[arg(long)]
+    allow_remote: bool,
 }
 
 #[derive(Debug, Clone, clap::Args, serde::Deserialize, Default)]
@@ -195,7 +248,108 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve(args.settings.or(file), args.noop)
         }
         Command::Demo(args) => demo(args),
+        Command::Loadgen(args) => loadgen(args),
     }
+}
+
+fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    use cobuy::loadgen::{LoadSpec, Mix, request_mix, run_step, sweep};
+    anyhow::ensure!(
+        args.addr.ip().is_loopback() || args.allow_remote,
+        "--addr {} is not a loopback address; pass --allow-remote to load another host",
+        args.addr
+    );
+    anyhow::ensure!(
+        args.rps > 0.0 && args.duration_s > 0.0,
+        "--rps and --duration-s must be positive"
+    );
+    let mix = match args.mix.as_str() {
+        "surfaces" => Mix::Surfaces,
+        "all" => Mix::All,
+        other => anyhow::bail!("--mix {other:?}: expected surfaces or all"),
+    };
+    let model = store::load_current(&args.models)
+        .with_context(|| format!("loading the request mix from {}", args.models.display()))?;
+    let calls = std::sync::Arc::new(request_mix(&model, mix, 10_000, args.seed));
+    drop(model);
+    let spec = LoadSpec {
+        addr: args.addr,
+        rps: args.rps,
+        duration: Duration::from_secs_f64(args.duration_s),
+        max_requests: args.requests,
+        connections: args.connections.max(1),
+        timeout: Duration::from_millis(args.timeout_ms),
+        max_outstanding: args.max_outstanding.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    let reports = runtime.block_on(async {
+        if args.sweep {
+            sweep(
+                &spec,
+                calls,
+                args.sweep_factor,
+                args.p99_target_ms,
+                args.max_steps,
+            )
+            .await
+        } else {
+            run_step(&spec, calls).await.map(|r| vec![r])
+        }
+    })?;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &reports)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  errors",
+        "target/s", "sent/s", "ok", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "err p99"
+    )?;
+    for r in &reports {
+        let errors: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let overflow = if r.client_overflow > 0 {
+            format!(" client_overflow={}", r.client_overflow)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{:>9.0} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}  {}{overflow}",
+            r.target_rps,
+            r.achieved_rps,
+            r.ok,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.p999_ms,
+            r.max_ms,
+            r.error_p99_ms,
+            if errors.is_empty() {
+                "none".to_owned()
+            } else {
+                errors.join(" ")
+            }
+        )?;
+    }
+    if args.sweep {
+        let best = reports
+            .iter()
+            .filter(|r| r.p99_ms <= args.p99_target_ms && r.error_count() == 0)
+            .map(|r| r.target_rps)
+            .fold(0.0, f64::max);
+        writeln!(
+            out,
+            "highest rate meeting p99 <= {} ms with zero errors: {best:.0}/s",
+            args.p99_target_ms
+        )?;
+    }
+    Ok(())
 }
 
 fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {

@@ -5,4 +5,5 @@
 mod build;
 mod filters;
 mod fixtures;
+mod loadgen;
 mod serve;

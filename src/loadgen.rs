@@ -1,0 +1,341 @@
+//! `cobuy loadgen`: an open-loop gRPC load generator.
+//!
+//! Requests are scheduled at fixed instants `t0 + i / rps` by a pacer thread, independent of
+//! responses, and each latency is measured from its *scheduled* send time, so a stalled server
+//! shows up in the tail instead of slowing the generator down (no coordinated omission). The
+//! request mix is drawn from a model's real customers, last orders and items.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::ids::CustomerIdx;
+use crate::model::Model;
+use crate::proto::v1 as pb;
+
+/// Which calls to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mix {
+    /// `Recommend` over all six surfaces.
+    Surfaces,
+    /// `Recommend` on all surfaces plus `BoughtTogether`, `Upsell` and `BuyAgain`.
+    All,
+}
+
+/// One prepared call.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Recommend(pb::RecommendRequest),
+    BoughtTogether(pb::BoughtTogetherRequest),
+    Upsell(pb::UpsellRequest),
+    BuyAgain(pb::BuyAgainRequest),
+}
+
+const SURFACES: [pb::Surface; 6] = [
+    pb::Surface::OrderTracking,
+    pb::Surface::FollowUpEmail,
+    pb::Surface::ReplenishmentReminder,
+    pb::Surface::ProductPage,
+    pb::Surface::Cart,
+    pb::Surface::Home,
+];
+
+/// `n` calls from the model's real customers: their last order as context for ORDER_TRACKING
+/// and CART (at most 20 items), one item of it for PRODUCT_PAGE and the item calls.
+pub fn request_mix(model: &Model, mix: Mix, n: usize, seed: u64) -> Vec<Call> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let customers = &model.data.customers;
+    let ids = &model.data.items.ids;
+    let kinds = if mix == Mix::All {
+        SURFACES.len() + 3
+    } else {
+        SURFACES.len()
+    };
+    (0..n)
+        .map(|_| {
+            let c = CustomerIdx(rng.random_range(0..customers.len().max(1) as u32));
+            let customer_id = customers.ids.get(c.ix()).cloned().unwrap_or_default();
+            let last: Vec<u32> = if customers.is_empty() {
+                Vec::new()
+            } else {
+                customers.last_order_items(c).to_vec()
+            };
+            let item = |k: usize| pb::ContextItem {
+                item_id: ids[last[k % last.len()] as usize].clone(),
+                quantity: 1.0,
+                price: 0.0,
+            };
+            let one = if last.is_empty() {
+                Vec::new()
+            } else {
+                vec![item(0)]
+            };
+            let basket: Vec<pb::ContextItem> = (0..last.len().min(20)).map(item).collect();
+            match rng.random_range(0..kinds) {
+                s if s < SURFACES.len() => {
+                    let surface = SURFACES[s];
+                    let context_items = match surface {
+                        pb::Surface::OrderTracking | pb::Surface::Cart => basket,
+                        pb::Surface::ProductPage => one,
+                        _ => Vec::new(),
+                    };
+                    Call::Recommend(pb::RecommendRequest {
+                        customer_id,
+                        surface: surface as i32,
+                        context_items,
+                        k: 10,
+                        ..Default::default()
+                    })
+                }
+                s if s == SURFACES.len() => Call::BoughtTogether(pb::BoughtTogetherRequest {
+                    items: basket,
+                    k: 10,
+                    ..Default::default()
+                }),
+                s if s == SURFACES.len() + 1 => Call::Upsell(pb::UpsellRequest {
+                    item_id: one
+                        .first()
+                        .map(|i| i.item_id.clone())
+                        .unwrap_or_else(|| ids.first().cloned().unwrap_or_default()),
+                    k: 10,
+                    ..Default::default()
+                }),
+                _ => Call::BuyAgain(pb::BuyAgainRequest {
+                    customer_id,
+                    k: 10,
+                    ..Default::default()
+                }),
+            }
+        })
+        .collect()
+}
+
+/// One load step's settings.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub rps: f64,
+    pub duration: Duration,
+    /// Stop after this many requests even if time remains.
+    pub max_requests: Option<u64>,
+    pub connections: usize,
+    /// Per-call deadline sent as `grpc-timeout`.
+    pub timeout: Duration,
+    /// Calls outstanding beyond this are not sent and count as `client_overflow`.
+    pub max_outstanding: usize,
+}
+
+/// Latency percentiles in milliseconds and error counts of one step.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LoadReport {
+    pub target_rps: f64,
+    pub achieved_rps: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub client_overflow: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// p99 of failed calls only (how fast shedding answers), in ms.
+    pub error_p99_ms: f64,
+}
+
+impl LoadReport {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum::<u64>() + self.client_overflow
+    }
+}
+
+/// Errors that stop a load run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: tonic::transport::Error,
+    },
+    #[error("no requests to send (empty mix)")]
+    EmptyMix,
+}
+
+async fn connect(spec: &LoadSpec) -> Result<Vec<Channel>, LoadError> {
+    let mut channels = Vec::with_capacity(spec.connections);
+    for _ in 0..spec.connections.max(1) {
+        let endpoint = Endpoint::from_shared(format!("http://{}", spec.addr))
+            .map_err(|source| LoadError::Connect {
+                addr: spec.addr,
+                source,
+            })?
+            .tcp_nodelay(true)
+            .timeout(spec.timeout);
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .map_err(|source| LoadError::Connect {
+                    addr: spec.addr,
+                    source,
+                })?,
+        );
+    }
+    Ok(channels)
+}
+
+async fn send(channel: Channel, call: Call, timeout: Duration) -> Result<(), tonic::Status> {
+    let mut client = pb::recommender_client::RecommenderClient::new(channel);
+    fn req<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(timeout);
+        r
+    }
+    match call {
+        Call::Recommend(m) => client.recommend(req(m, timeout)).await.map(drop),
+        Call::BoughtTogether(m) => client.bought_together(req(m, timeout)).await.map(drop),
+        Call::Upsell(m) => client.upsell(req(m, timeout)).await.map(drop),
+        Call::BuyAgain(m) => client.buy_again(req(m, timeout)).await.map(drop),
+    }
+}
+
+/// Runs one open-loop step at `spec.rps` and reports latency from scheduled send times.
+pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadReport, LoadError> {
+    if calls.is_empty() {
+        return Err(LoadError::EmptyMix);
+    }
+    let channels = connect(spec).await?;
+    let interval = Duration::from_secs_f64(1.0 / spec.rps.max(1e-3));
+    let planned = (spec.duration.as_secs_f64() * spec.rps).floor() as u64;
+    let total = spec.max_requests.map_or(planned, |m| m.min(planned));
+    // The pacer thread wakes at each scheduled instant (sleeping, not on tokio's 1 ms timer)
+    // and hands every due request, with its scheduled time, to the runtime.
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let start = Instant::now() + Duration::from_millis(20);
+    let pacer = std::thread::spawn(move || {
+        for i in 0..total {
+            let at = start + interval.mul_f64(i as f64);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if due_tx.send((i, at)).is_err() {
+                return;
+            }
+        }
+    });
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Instant, Option<tonic::Code>, Instant)>();
+    let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut report = LoadReport {
+        target_rps: spec.rps,
+        ..Default::default()
+    };
+    let mut ok_hist =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("static bounds");
+    let mut err_hist = ok_hist.clone();
+    let mut finished = 0u64;
+    let mut pacer_done = false;
+    let record = |report: &mut LoadReport,
+                  ok: &mut hdrhistogram::Histogram<u64>,
+                  err: &mut hdrhistogram::Histogram<u64>,
+                  (at, code, end): (Instant, Option<tonic::Code>, Instant)| {
+        let micros = end.saturating_duration_since(at).as_micros().max(1) as u64;
+        match code {
+            None => {
+                report.ok += 1;
+                let _ = ok.record(micros);
+            }
+            Some(code) => {
+                *report.errors.entry(format!("{code:?}")).or_insert(0) += 1;
+                let _ = err.record(micros);
+            }
+        }
+    };
+    while !(pacer_done && finished == report.sent) {
+        tokio::select! {
+            next = due_rx.recv(), if !pacer_done => match next {
+                Some((i, at)) => {
+                    if outstanding.load(std::sync::atomic::Ordering::Relaxed) >= spec.max_outstanding {
+                        report.client_overflow += 1;
+                        continue;
+                    }
+                    report.sent += 1;
+                    outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let channel = channels[(i as usize) % channels.len()].clone();
+                    let call = calls[(i as usize) % calls.len()].clone();
+                    let (done, outstanding, timeout) = (done_tx.clone(), Arc::clone(&outstanding), spec.timeout);
+                    tokio::spawn(async move {
+                        let code = send(channel, call, timeout).await.err().map(|s| s.code());
+                        outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        let _ = done.send((at, code, Instant::now()));
+                    });
+                }
+                None => pacer_done = true,
+            },
+            Some(result) = done_rx.recv() => {
+                finished += 1;
+                record(&mut report, &mut ok_hist, &mut err_hist, result);
+            }
+        }
+    }
+    let _ = pacer.join();
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    report.achieved_rps = report.sent as f64 / elapsed;
+    report.p50_ms = ms(&ok_hist, 0.5);
+    report.p90_ms = ms(&ok_hist, 0.9);
+    report.p99_ms = ms(&ok_hist, 0.99);
+    report.p999_ms = ms(&ok_hist, 0.999);
+    report.max_ms = if ok_hist.is_empty() {
+        0.0
+    } else {
+        ok_hist.max() as f64 / 1000.0
+    };
+    report.error_p99_ms = ms(&err_hist, 0.99);
+    Ok(report)
+}
+
+/// Raises the rate by `factor` from `spec.rps` until p99 exceeds `p99_target_ms` or errors
+/// exceed 1%, then runs one step at twice the breaking rate to show how overload is answered.
+pub async fn sweep(
+    spec: &LoadSpec,
+    calls: Arc<Vec<Call>>,
+    factor: f64,
+    p99_target_ms: f64,
+    max_steps: usize,
+) -> Result<Vec<LoadReport>, LoadError> {
+    let mut reports = Vec::new();
+    let mut step = spec.clone();
+    for _ in 0..max_steps {
+        let report = run_step(&step, Arc::clone(&calls)).await?;
+        tracing::info!(
+            rps = step.rps,
+            p50_ms = report.p50_ms,
+            p99_ms = report.p99_ms,
+            errors = report.error_count(),
+            "sweep step"
+        );
+        let broke = report.p99_ms > p99_target_ms
+            || report.error_count() as f64 > 0.01 * report.sent.max(1) as f64;
+        reports.push(report);
+        if broke {
+            step.rps *= 2.0;
+            let overload = run_step(&step, Arc::clone(&calls)).await?;
+            reports.push(overload);
+            break;
+        }
+        step.rps *= factor;
+    }
+    Ok(reports)
+}

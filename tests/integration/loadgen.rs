@@ -1,0 +1,86 @@
+//! The load generator against the real server: an open-loop step completes with every call
+//! answered, and a server at its concurrency limit sheds with RESOURCE_EXHAUSTED.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cobuy::loadgen::{LoadSpec, Mix, request_mix, run_step};
+use cobuy::model::store;
+use cobuy::serve::ServeConfig;
+
+use crate::serve::{TestServer, publish_fixture_model};
+
+fn spec(addr: std::net::SocketAddr, rps: f64, seconds: f64) -> LoadSpec {
+    LoadSpec {
+        addr,
+        rps,
+        duration: Duration::from_secs_f64(seconds),
+        max_requests: None,
+        connections: 2,
+        timeout: Duration::from_secs(2),
+        max_outstanding: 1000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_step_sends_on_schedule_and_gets_every_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    publish_fixture_model(dir.path());
+    let model = store::load_current(dir.path()).expect("model");
+    let calls = request_mix(&model, Mix::All, 500, 1);
+    assert_eq!(calls.len(), 500);
+    let kinds: std::collections::HashSet<std::mem::Discriminant<_>> =
+        calls.iter().map(std::mem::discriminant).collect();
+    assert_eq!(kinds.len(), 4, "the `all` mix uses every RPC");
+    let server = TestServer::start(dir.path().to_path_buf(), false).await;
+    let _ = server.channel().await;
+    let report = run_step(&spec(server.addr, 200.0, 1.0), Arc::new(calls))
+        .await
+        .expect("load");
+    assert_eq!(report.sent, 200);
+    assert_eq!(report.ok, 200, "{report:?}");
+    assert_eq!(report.error_count(), 0);
+    assert!(
+        report.p50_ms > 0.0 && report.p50_ms <= report.p99_ms && report.p99_ms <= report.max_ms,
+        "{report:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_capacity_calls_are_shed_with_resource_exhausted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    publish_fixture_model(dir.path());
+    let model = store::load_current(dir.path()).expect("model");
+    let calls = Arc::new(request_mix(&model, Mix::Surfaces, 100, 2));
+    // No capacity at all: every call must be refused at once, never queued.
+    let config = ServeConfig {
+        models: dir.path().to_path_buf(),
+        max_in_flight: 0,
+        ..ServeConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(cobuy::serve::run(config, listener, None, async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = run_step(&spec(addr, 100.0, 0.5), calls)
+        .await
+        .expect("load");
+    assert_eq!(report.ok, 0);
+    assert_eq!(
+        report.errors.get("ResourceExhausted").copied(),
+        Some(report.sent),
+        "{report:?}"
+    );
+    assert!(
+        report.error_p99_ms < 100.0,
+        "shedding answers fast: {report:?}"
+    );
+    let _ = stop.send(());
+    task.await.expect("task").expect("server");
+}
