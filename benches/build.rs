@@ -64,27 +64,42 @@ fn bench(c: &mut Criterion) {
     let baskets = Baskets::new(&log);
     let counts = baskets.order_counts();
     let end = log.orders.iter().map(|o| o.timestamp).max().unwrap_or(0);
+    let hidden = Progress::hidden().stage("bench", 0);
     let mut group = c.benchmark_group("build_stage");
     group.sample_size(SAMPLES);
     group.bench_function("index_baskets", |b| {
         b.iter(|| black_box(Baskets::new(&log)))
     });
     group.bench_function("bought_together", |b| {
-        b.iter(|| black_box(cooccur::bought_together(&baskets, &counts, &cfg)))
+        b.iter(|| black_box(cooccur::bought_together(&baskets, &counts, &cfg, &hidden)))
     });
     group.bench_function("next_order", |b| {
-        b.iter(|| black_box(cooccur::next_order(&baskets, &counts, &cfg)))
+        b.iter(|| black_box(cooccur::next_order(&baskets, &counts, &cfg, &hidden)))
     });
     group.bench_function("history", |b| {
         b.iter(|| black_box(history::compute(&log, &baskets, end, &cfg)))
     });
     group.bench_function("all_stages", |b| {
-        b.iter(|| black_box(model_from_log(&log, &[], &cfg, &mut StageClock::default())))
+        b.iter(|| {
+            black_box(model_from_log(
+                &log,
+                &[],
+                &cfg,
+                &mut StageClock::default(),
+                &Progress::hidden(),
+            ))
+        })
     });
     group.finish();
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+    let data = model_from_log(
+        &log,
+        &[],
+        &cfg,
+        &mut StageClock::default(),
+        &Progress::hidden(),
+    );
     let version = store::publish(
         dir.path(),
         &data,

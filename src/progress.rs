@@ -2,6 +2,8 @@
 //! and per-stage wall time and peak memory for the build summary.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -56,7 +58,8 @@ impl Progress {
             total,
             quiet: self.quiet,
             started: Instant::now(),
-            last_log: Instant::now(),
+            done: AtomicU64::new(0),
+            last_log: Mutex::new(Instant::now()),
         }
     }
 }
@@ -78,22 +81,42 @@ pub struct StageProgress {
     total: u64,
     quiet: bool,
     started: Instant,
-    last_log: Instant,
+    /// Work done, for `add` from several threads.
+    done: AtomicU64,
+    last_log: Mutex<Instant>,
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl StageProgress {
     /// Sets the work done so far.
-    pub fn set(&mut self, done: u64) {
+    pub fn set(&self, done: u64) {
+        self.done.store(done, Ordering::Relaxed);
+        self.report(done);
+    }
+
+    /// Adds to the work done; callable from worker threads.
+    pub fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        self.report(done);
+    }
+
+    fn report(&self, done: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
             return;
         }
-        if self.quiet || self.last_log.elapsed() < LOG_EVERY {
+        if self.quiet {
             return;
         }
-        self.last_log = Instant::now();
+        // try_lock: a thread that finds another one logging just skips.
+        let Ok(mut last) = self.last_log.try_lock() else {
+            return;
+        };
+        if last.elapsed() < LOG_EVERY {
+            return;
+        }
+        *last = Instant::now();
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = done as f64 / elapsed.max(1e-9);
         let eta_s = if self.total > done && rate > 0.0 {

@@ -19,6 +19,14 @@ use rayon::prelude::*;
 use super::baskets::{Baskets, NO_ORDER};
 use crate::config::BuildConfig;
 use crate::model::NeighbourLists;
+use crate::progress::StageProgress;
+
+/// Reports progress every 1024 items (cheap enough for the hot loop).
+fn progress_tick(progress: &StageProgress, item: u32) {
+    if item % 1024 == 1023 {
+        progress.add(1024);
+    }
+}
 
 /// Per-thread accumulators over all items.
 struct Scratch {
@@ -89,7 +97,12 @@ pub fn top_n(scored: &mut Vec<(u32, f32, u32)>, n: usize) {
 }
 
 /// Items bought in the same order.
-pub fn bought_together(baskets: &Baskets, counts: &[u32], cfg: &BuildConfig) -> NeighbourLists {
+pub fn bought_together(
+    baskets: &Baskets,
+    counts: &[u32],
+    cfg: &BuildConfig,
+    progress: &StageProgress,
+) -> NeighbourLists {
     let n_items = baskets.n_items();
     let lists: Vec<_> = (0..n_items as u32)
         .into_par_iter()
@@ -99,6 +112,7 @@ pub fn bought_together(baskets: &Baskets, counts: &[u32], cfg: &BuildConfig) -> 
                 for &o in baskets.orders_with(i) {
                     scratch.add_basket(i, baskets.order_items(o), 1.0, cfg);
                 }
+                progress_tick(progress, i);
                 scratch.take_top(i, counts, cfg)
             },
         )
@@ -109,7 +123,12 @@ pub fn bought_together(baskets: &Baskets, counts: &[u32], cfg: &BuildConfig) -> 
 /// Items the same customers bought in their following orders (window `next_order_window`,
 /// the k-th next order weighted 1/k). The anchor itself is left out: re-buying it is the
 /// buy-again signal's job.
-pub fn next_order(baskets: &Baskets, counts: &[u32], cfg: &BuildConfig) -> NeighbourLists {
+pub fn next_order(
+    baskets: &Baskets,
+    counts: &[u32],
+    cfg: &BuildConfig,
+    progress: &StageProgress,
+) -> NeighbourLists {
     let n_items = baskets.n_items();
     let lists: Vec<_> = (0..n_items as u32)
         .into_par_iter()
@@ -126,6 +145,7 @@ pub fn next_order(baskets: &Baskets, counts: &[u32], cfg: &BuildConfig) -> Neigh
                         next = baskets.next[next as usize];
                     }
                 }
+                progress_tick(progress, i);
                 scratch.take_top(i, counts, cfg)
             },
         )

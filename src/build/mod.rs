@@ -79,7 +79,7 @@ pub fn build(
         (None, _) => Vec::new(),
     };
     log.line_titles.resize(log.items.len(), None);
-    let data = model_from_log(&log, &catalog, &inputs.mapping.model, &mut clock);
+    let data = model_from_log(&log, &catalog, &inputs.mapping.model, &mut clock, progress);
     report.stages = clock.timings;
     report.items = data.items.len() as u64;
     report.customers = data.customers.len() as u64;
@@ -97,6 +97,7 @@ pub fn model_from_log(
     catalog: &[Option<CatalogEntry>],
     cfg: &BuildConfig,
     clock: &mut StageClock,
+    progress: &Progress,
 ) -> ModelData {
     let time = TimeSpan {
         first_order: log.orders.iter().map(|o| o.timestamp).min().unwrap_or(0),
@@ -105,10 +106,19 @@ pub fn model_from_log(
     };
     let baskets = clock.run("index baskets", || Baskets::new(log));
     let counts = baskets.order_counts();
+    let n_items = baskets.n_items() as u64;
     let bought_together = clock.run("bought together", || {
-        cooccur::bought_together(&baskets, &counts, cfg)
+        let bar = progress.stage("bought together", n_items);
+        let lists = cooccur::bought_together(&baskets, &counts, cfg, &bar);
+        bar.finish(n_items);
+        lists
     });
-    let next_order = clock.run("next order", || cooccur::next_order(&baskets, &counts, cfg));
+    let next_order = clock.run("next order", || {
+        let bar = progress.stage("next order", n_items);
+        let lists = cooccur::next_order(&baskets, &counts, cfg, &bar);
+        bar.finish(n_items);
+        lists
+    });
     let history = clock.run("history", || {
         history::compute(log, &baskets, time.last_order, cfg)
     });
@@ -184,7 +194,7 @@ mod tests {
         fn bought_together_scores_keep_their_invariants(baskets in baskets_strategy(), min_support in 1u32..3) {
             let log = log_from(&baskets, 12);
             let cfg = BuildConfig { min_support, top_n: 1000, ..BuildConfig::default() };
-            let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+            let data = model_from_log(&log, &[], &cfg, &mut StageClock::default(), &Progress::hidden());
             let lists = &data.bought_together;
             for i in 0..12u32 {
                 let neighbours: Vec<_> = lists.of(ItemIdx(i)).collect();
@@ -215,7 +225,13 @@ mod tests {
             min_support: 1,
             ..BuildConfig::default()
         };
-        let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+        let data = model_from_log(
+            &log,
+            &[],
+            &cfg,
+            &mut StageClock::default(),
+            &Progress::hidden(),
+        );
         assert_eq!(data.bought_together.len_of(ItemIdx(0)), 2);
         assert_eq!(data.bought_together.len_of(ItemIdx(1)), 1);
     }
@@ -232,7 +248,13 @@ mod tests {
             top_n: 5,
             ..BuildConfig::default()
         };
-        let data = model_from_log(&log, &[], &cfg, &mut StageClock::default());
+        let data = model_from_log(
+            &log,
+            &[],
+            &cfg,
+            &mut StageClock::default(),
+            &Progress::hidden(),
+        );
         let top = data
             .bought_together
             .of(ItemIdx(0))

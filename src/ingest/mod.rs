@@ -293,7 +293,7 @@ fn read_order_file(
         title: resolve_opt(src, "orders.title", m.title.as_deref())?,
     };
     let gap_days = m.timestamp_format == Some(TimestampFormat::GapDays);
-    let mut bar = progress.stage(&format!("read {}", path.display()), source.progress().1);
+    let bar = progress.stage(&format!("read {}", path.display()), source.progress().1);
     let mut bad = BadRows {
         max: options.max_bad_rows,
         report,
@@ -556,7 +556,7 @@ pub fn read_catalog(
         columns.replenishable.as_deref(),
     )?;
     let mut entries: Vec<Option<CatalogEntry>> = Vec::new();
-    let mut bar = progress.stage(&format!("read {}", path.display()), source.progress().1);
+    let bar = progress.stage(&format!("read {}", path.display()), source.progress().1);
     let mut bad = BadRows {
         max: options.max_bad_rows,
         report,
