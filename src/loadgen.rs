@@ -137,6 +137,8 @@ pub struct LoadReport {
     pub sent: u64,
     pub ok: u64,
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// The first message seen for each error code.
+    pub error_samples: std::collections::BTreeMap<String, String>,
     pub client_overflow: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -229,7 +231,7 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
         }
     });
     let (done_tx, mut done_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(Instant, Option<tonic::Code>, Instant)>();
+        tokio::sync::mpsc::unbounded_channel::<(Instant, Option<(tonic::Code, String)>, Instant)>();
     let outstanding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut report = LoadReport {
         target_rps: spec.rps,
@@ -240,22 +242,25 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
     let mut err_hist = ok_hist.clone();
     let mut finished = 0u64;
     let mut pacer_done = false;
-    let record = |report: &mut LoadReport,
-                  ok: &mut hdrhistogram::Histogram<u64>,
-                  err: &mut hdrhistogram::Histogram<u64>,
-                  (at, code, end): (Instant, Option<tonic::Code>, Instant)| {
-        let micros = end.saturating_duration_since(at).as_micros().max(1) as u64;
-        match code {
-            None => {
-                report.ok += 1;
-                let _ = ok.record(micros);
+    let record =
+        |report: &mut LoadReport,
+         ok: &mut hdrhistogram::Histogram<u64>,
+         err: &mut hdrhistogram::Histogram<u64>,
+         (at, code, end): (Instant, Option<(tonic::Code, String)>, Instant)| {
+            let micros = end.saturating_duration_since(at).as_micros().max(1) as u64;
+            match code {
+                None => {
+                    report.ok += 1;
+                    let _ = ok.record(micros);
+                }
+                Some((code, message)) => {
+                    let name = format!("{code:?}");
+                    report.error_samples.entry(name.clone()).or_insert(message);
+                    *report.errors.entry(name).or_insert(0) += 1;
+                    let _ = err.record(micros);
+                }
             }
-            Some(code) => {
-                *report.errors.entry(format!("{code:?}")).or_insert(0) += 1;
-                let _ = err.record(micros);
-            }
-        }
-    };
+        };
     while !(pacer_done && finished == report.sent) {
         tokio::select! {
             next = due_rx.recv(), if !pacer_done => match next {
@@ -270,7 +275,10 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
                     let call = calls[(i as usize) % calls.len()].clone();
                     let (done, outstanding, timeout) = (done_tx.clone(), Arc::clone(&outstanding), spec.timeout);
                     tokio::spawn(async move {
-                        let code = send(channel, call, timeout).await.err().map(|s| s.code());
+                        let code = send(channel, call, timeout)
+                            .await
+                            .err()
+                            .map(|s| (s.code(), s.message().to_owned()));
                         outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                         let _ = done.send((at, code, Instant::now()));
                     });

@@ -115,6 +115,18 @@ struct ServeSettings {
     /// How often CURRENT is checked for a new version, in ms [default: 2000].
     #[arg(long, env = "COBUY_WATCH_INTERVAL_MS")]
     watch_interval_ms: Option<u64>,
+    /// Threads running the ranking code; 0 ranks inline on the async workers [default: 0].
+    #[arg(long, env = "COBUY_COMPUTE_THREADS")]
+    compute_threads: Option<usize>,
+    /// Calls waiting for a ranking thread before new ones are refused [default: 256].
+    #[arg(long, env = "COBUY_COMPUTE_QUEUE")]
+    compute_queue: Option<usize>,
+    /// Calls that queued longer than this (ms) before starting are shed [default: 50].
+    #[arg(long, env = "COBUY_MAX_QUEUE_MS")]
+    max_queue_ms: Option<u64>,
+    /// Tasks a worker runs between polls of the IO driver [default: tokio's, 61].
+    #[arg(long, env = "COBUY_EVENT_INTERVAL")]
+    event_interval: Option<u32>,
     /// Tokio worker threads [default: one per core].
     #[arg(long, env = "COBUY_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -134,6 +146,10 @@ impl ServeSettings {
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
             watch_interval_ms: self.watch_interval_ms.or(file.watch_interval_ms),
             worker_threads: self.worker_threads.or(file.worker_threads),
+            max_queue_ms: self.max_queue_ms.or(file.max_queue_ms),
+            compute_threads: self.compute_threads.or(file.compute_threads),
+            compute_queue: self.compute_queue.or(file.compute_queue),
+            event_interval: self.event_interval.or(file.event_interval),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
         }
     }
@@ -337,6 +353,11 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
             }
         )?;
     }
+    for r in &reports {
+        for (code, message) in &r.error_samples {
+            writeln!(out, "  at {:.0}/s, first {code}: {message}", r.target_rps)?;
+        }
+    }
     if args.sweep {
         let best = reports
             .iter()
@@ -369,6 +390,14 @@ fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
         watch_interval: settings
             .watch_interval_ms
             .map_or(defaults.watch_interval, Duration::from_millis),
+        max_queue_delay: settings
+            .max_queue_ms
+            .map_or(defaults.max_queue_delay, Duration::from_millis),
+        compute_threads: settings.compute_threads.unwrap_or(defaults.compute_threads),
+        compute_queue: settings
+            .compute_queue
+            .unwrap_or(defaults.compute_queue)
+            .max(1),
         noop,
     };
     let addr = settings
@@ -384,6 +413,9 @@ fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
+    if let Some(interval) = settings.event_interval {
+        runtime.event_interval(interval);
+    }
     if let Some(threads) = settings.worker_threads {
         runtime.worker_threads(threads.max(1));
     }

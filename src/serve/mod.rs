@@ -2,6 +2,7 @@
 //! deadlines, message limits, graceful shutdown, model watching and metrics. Everything it
 //! answers comes from `rank`.
 
+pub mod compute;
 pub mod convert;
 pub mod metrics;
 pub mod recommender;
@@ -33,6 +34,15 @@ pub struct ServeConfig {
     /// Upper bound on any request's time; a client's shorter `grpc-timeout` wins.
     pub request_timeout: Duration,
     pub watch_interval: Duration,
+    /// A call that waited longer than this between arriving and starting is answered with
+    /// `RESOURCE_EXHAUSTED` at once: past capacity, fail fast instead of queueing into seconds.
+    pub max_queue_delay: Duration,
+    /// Threads running the ranking code; 0 ranks inline on the async workers (the default:
+    /// lowest latency on one or two cores). With a pool, calls beyond its queue are refused
+    /// at once, which keeps overload answers fast (see benches/RESULTS.md for the trade-off).
+    pub compute_threads: usize,
+    /// Calls waiting for a ranking thread before new ones are refused.
+    pub compute_queue: usize,
     /// Answer every RPC with an empty response (benchmark floor); no model needed.
     pub noop: bool,
 }
@@ -45,6 +55,9 @@ impl Default for ServeConfig {
             max_message_bytes: 1 << 20,
             request_timeout: Duration::from_secs(1),
             watch_interval: Duration::from_secs(2),
+            max_queue_delay: Duration::from_millis(50),
+            compute_threads: 0,
+            compute_queue: 256,
             noop: false,
         }
     }
@@ -57,6 +70,12 @@ pub enum ServeError {
     Request(#[from] RequestError),
     #[error("no model loaded yet")]
     NoModel,
+    #[error("server overloaded: the call queued {queued_ms} ms before starting")]
+    Overloaded { queued_ms: u64 },
+    #[error("server overloaded: ranking queue full")]
+    QueueFull,
+    #[error("internal error")]
+    Internal,
     #[error("reload failed: {0}")]
     Reload(StoreError),
 }
@@ -66,6 +85,10 @@ impl From<ServeError> for Status {
         match e {
             ServeError::Request(e) => Status::invalid_argument(e.to_string()),
             ServeError::NoModel => Status::unavailable("no model loaded yet"),
+            e @ (ServeError::Overloaded { .. } | ServeError::QueueFull) => {
+                Status::resource_exhausted(e.to_string())
+            }
+            ServeError::Internal => Status::internal("internal error"),
             ServeError::Reload(StoreError::NoCurrent { .. }) => {
                 Status::failed_precondition("no CURRENT model to load")
             }
@@ -154,7 +177,8 @@ pub async fn run(
         .timeout(config.request_timeout)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             config.max_in_flight,
-        ));
+        ))
+        .layer(tower::util::MapRequestLayer::new(stamp_arrival));
     let router = builder
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -172,6 +196,14 @@ pub async fn run(
             pb::recommender_server::RecommenderServer::new(RecommenderService::new(
                 Arc::clone(&state),
                 metrics.clone(),
+                match config.compute_threads {
+                    0 => None,
+                    n => Some(Arc::new(compute::ComputePool::new(
+                        n,
+                        config.compute_queue,
+                    )?)),
+                },
+                config.max_queue_delay,
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
@@ -189,6 +221,19 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     result.map_err(ServerError::from)
+}
+
+/// When a call was handed to the service stack, read by handlers to measure queueing.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub std::time::Instant);
+
+fn stamp_arrival<B>(
+    mut request: tonic::codegen::http::Request<B>,
+) -> tonic::codegen::http::Request<B> {
+    request
+        .extensions_mut()
+        .insert(Arrival(std::time::Instant::now()));
+    request
 }
 
 /// Health is NOT_SERVING until a model is live, then SERVING (a refused reload keeps it so).

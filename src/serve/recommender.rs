@@ -7,6 +7,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::ServeError;
+use super::compute::{ComputePool, PoolError};
 use super::convert;
 use super::metrics::Metrics;
 use super::state::{LiveModel, ModelState};
@@ -22,32 +23,77 @@ fn recommendation_id() -> String {
 pub struct RecommenderService {
     state: Arc<ModelState>,
     metrics: Metrics,
+    /// `None`: rank inline on the async worker (best latency on few cores).
+    pool: Option<Arc<ComputePool>>,
+    max_queue_delay: std::time::Duration,
 }
 
 impl RecommenderService {
-    pub fn new(state: Arc<ModelState>, metrics: Metrics) -> Self {
-        Self { state, metrics }
+    pub fn new(
+        state: Arc<ModelState>,
+        metrics: Metrics,
+        pool: Option<Arc<ComputePool>>,
+        max_queue_delay: std::time::Duration,
+    ) -> Self {
+        Self {
+            state,
+            metrics,
+            pool,
+            max_queue_delay,
+        }
     }
 
-    /// Runs one call: loads the live model once, runs `f` on it, records the outcome.
-    fn handle<Req, Resp>(
+    /// Runs one call on the ranking pool: loads the live model once, refuses calls that queued
+    /// too long, records the outcome.
+    async fn handle<Req, Resp, F>(
         &self,
         method: &'static str,
         request: Request<Req>,
-        f: impl FnOnce(&LiveModel, Req) -> Result<Resp, ServeError>,
-    ) -> Result<Response<Resp>, Status> {
+        f: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(&LiveModel, Req) -> Result<Resp, ServeError> + Send + 'static,
+    {
         let started = Instant::now();
+        let arrival = request
+            .extensions()
+            .get::<super::Arrival>()
+            .map_or(started, |a| a.0);
         let span = tracing::info_span!("rpc", method);
-        let _entered = span.enter();
         let result = match self.state.current() {
-            Some(live) => f(&live, request.into_inner()),
             None => Err(ServeError::NoModel),
+            Some(live) => {
+                let max_queue_delay = self.max_queue_delay;
+                let message = request.into_inner();
+                let job_span = span.clone();
+                let job = move || {
+                    let _entered = job_span.enter();
+                    let queued = arrival.elapsed();
+                    if queued > max_queue_delay {
+                        return Err(ServeError::Overloaded {
+                            queued_ms: queued.as_millis() as u64,
+                        });
+                    }
+                    f(&live, message)
+                };
+                match &self.pool {
+                    None => job(),
+                    Some(pool) => match pool.run(job).await {
+                        Ok(result) => result,
+                        Err(PoolError::Full) => Err(ServeError::QueueFull),
+                        Err(PoolError::Lost) => Err(ServeError::Internal),
+                    },
+                }
+            }
         };
         let result = result.map(Response::new).map_err(Status::from);
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         if code != tonic::Code::Ok {
+            let _entered = span.enter();
             tracing::debug!(code = ?code, "request refused");
         }
         self.metrics
@@ -71,6 +117,7 @@ impl pb::recommender_server::Recommender for RecommenderService {
                 recommendation_id(),
             ))
         })
+        .await
     }
 
     async fn bought_together(
@@ -92,6 +139,7 @@ impl pb::recommender_server::Recommender for RecommenderService {
                 recommendation_id(),
             ))
         })
+        .await
     }
 
     async fn upsell(
@@ -114,6 +162,7 @@ impl pb::recommender_server::Recommender for RecommenderService {
                 recommendation_id(),
             ))
         })
+        .await
     }
 
     async fn buy_again(
@@ -147,6 +196,7 @@ impl pb::recommender_server::Recommender for RecommenderService {
                 false,
             ))
         })
+        .await
     }
 }
 

@@ -84,3 +84,33 @@ async fn beyond_capacity_calls_are_shed_with_resource_exhausted() {
     let _ = stop.send(());
     task.await.expect("task").expect("server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compute_pool_mode_answers_every_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    publish_fixture_model(dir.path());
+    let model = store::load_current(dir.path()).expect("model");
+    let calls = Arc::new(request_mix(&model, Mix::All, 200, 3));
+    let config = ServeConfig {
+        models: dir.path().to_path_buf(),
+        compute_threads: 2,
+        compute_queue: 64,
+        ..ServeConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(cobuy::serve::run(config, listener, None, async move {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = run_step(&spec(addr, 200.0, 0.5), calls)
+        .await
+        .expect("load");
+    assert_eq!(report.sent, 100);
+    assert_eq!(report.ok, 100, "{report:?}");
+    let _ = stop.send(());
+    task.await.expect("task").expect("server");
+}
