@@ -54,7 +54,7 @@ impl Blend {
 }
 
 /// Anchors from a customer's history: the last order's items, then the most frequent items.
-const MAX_HISTORY_ANCHORS: usize = 30;
+const MAX_HISTORY_ANCHORS: usize = 20;
 /// Re-purchasable items considered per request; due items score highest, so this bounds the
 /// work for customers with thousands of items without losing due ones.
 const MAX_DUE_ITEMS: usize = 200;
@@ -162,29 +162,25 @@ impl Pool<'_> {
 /// Neighbours read per request and signal, spread over the anchors: with many anchors each
 /// contributes only the head of its list (at least [`MIN_NEIGHBOURS_PER_ANCHOR`]), which bounds
 /// the work of a 100-item basket without changing one-item answers.
-const NEIGHBOUR_BUDGET: usize = 600;
+const NEIGHBOUR_BUDGET: usize = 300;
 const MIN_NEIGHBOURS_PER_ANCHOR: usize = 10;
 
+/// Confidence and lift are filled in later, for returned items only (see [`select`]).
 fn neighbour_contributions(
-    model: &Model,
     lists: &NeighbourLists,
     anchors: &[(ItemIdx, f32)],
-    pair_stats: bool,
     out: &mut Vec<Contribution>,
 ) {
     out.clear();
     let per_anchor = (NEIGHBOUR_BUDGET / anchors.len().max(1)).max(MIN_NEIGHBOURS_PER_ANCHOR);
     for &(anchor, weight) in anchors {
         for n in lists.of(anchor).take(per_anchor) {
-            let (confidence, lift) = model.pair_evidence(anchor, n.support, n.item);
             out.push(Contribution {
                 item: n.item,
                 raw: weight * n.score,
                 source: Some(anchor),
                 evidence: Evidence {
                     support: n.support,
-                    confidence,
-                    lift: if pair_stats { lift } else { 0.0 },
                     ..Default::default()
                 },
             });
@@ -207,33 +203,28 @@ pub fn resolve_context(model: &Model, context: &[ContextEntry]) -> (Vec<ItemIdx>
 }
 
 /// The customer's known index, history items (sorted) and due items for the filter.
-pub struct CustomerView {
+pub struct CustomerView<'m> {
     pub customer: Option<CustomerIdx>,
-    pub bought: Vec<u32>,
+    /// The customer's history, sorted by item.
+    pub bought: &'m [crate::model::HistoryEntry],
     pub due: Vec<DueItem>,
 }
 
-pub fn customer_view(
-    model: &Model,
+pub fn customer_view<'m>(
+    model: &'m Model,
     customer_id: Option<&str>,
     as_of: i64,
     horizon_days: f32,
-) -> CustomerView {
+) -> CustomerView<'m> {
     let customer = customer_id.and_then(|id| model.customer(id));
     let Some(c) = customer else {
         return CustomerView {
             customer: None,
-            bought: Vec::new(),
+            bought: &[],
             due: Vec::new(),
         };
     };
-    let bought = model
-        .data
-        .customers
-        .history(c)
-        .iter()
-        .map(|h| h.item)
-        .collect();
+    let bought = model.data.customers.history(c);
     let due = buy_again(model, c, as_of, horizon_days, MAX_DUE_ITEMS);
     CustomerView {
         customer,
@@ -286,18 +277,12 @@ fn rank_into(
         .filter(|d| d.due_within_horizon)
         .map(|d| d.item)
         .collect();
-    let filter = ItemFilter::new(model, &query.filters, &context, &view.bought, &due_items);
+    let filter = ItemFilter::new(model, &query.filters, &context, view.bought, &due_items);
     let mut scratch = Vec::with_capacity(NEIGHBOUR_BUDGET + 64);
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
     if blend.context_bought_together > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(
-            model,
-            &data.bought_together,
-            &context_anchors,
-            true,
-            &mut scratch,
-        );
+        neighbour_contributions(&data.bought_together, &context_anchors, &mut scratch);
         pool.add_signal(
             blend.context_bought_together,
             Reason::BoughtTogether,
@@ -305,13 +290,7 @@ fn rank_into(
         );
     }
     if blend.context_next_order > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(
-            model,
-            &data.next_order,
-            &context_anchors,
-            false,
-            &mut scratch,
-        );
+        neighbour_contributions(&data.next_order, &context_anchors, &mut scratch);
         pool.add_signal(blend.context_next_order, Reason::NextOrder, &scratch);
     }
     if let Some(customer) = view.customer {
@@ -323,7 +302,7 @@ fn rank_into(
                 .take(MAX_HISTORY_ANCHORS)
                 .map(|&i| (ItemIdx(i), 1.0))
                 .collect();
-            neighbour_contributions(model, &data.bought_together, &anchors, true, &mut scratch);
+            neighbour_contributions(&data.bought_together, &anchors, &mut scratch);
             pool.add_signal(
                 blend.history_bought_together,
                 Reason::BoughtTogether,
@@ -332,7 +311,7 @@ fn rank_into(
         }
         if blend.history_next_order > 0.0 {
             let anchors = history_anchors(model, customer);
-            neighbour_contributions(model, &data.next_order, &anchors, false, &mut scratch);
+            neighbour_contributions(&data.next_order, &anchors, &mut scratch);
             pool.add_signal(blend.history_next_order, Reason::NextOrder, &scratch);
         }
         if blend.buy_again > 0.0 {
@@ -527,12 +506,26 @@ fn select(
         .into_iter()
         .map(|slot| {
             let c = &candidates[slot];
+            let mut evidence = c.evidence;
+            if let (Reason::BoughtTogether | Reason::NextOrder, Some(&anchor)) =
+                (c.reason, c.sources.as_slice().first())
+            {
+                let (confidence, lift) =
+                    model.pair_evidence(ItemIdx(anchor), evidence.support, c.item);
+                evidence.confidence = confidence;
+                // Lift compares co-occurrence in one order with chance; it has no meaning across orders.
+                evidence.lift = if c.reason == Reason::BoughtTogether {
+                    lift
+                } else {
+                    0.0
+                };
+            }
             Recommendation {
                 item: c.item,
                 score: c.total,
                 reason: c.reason,
                 sources: c.sources.as_slice().iter().map(|&s| ItemIdx(s)).collect(),
-                evidence: c.evidence,
+                evidence,
             }
         })
         .collect()
@@ -594,7 +587,7 @@ pub fn upsell_list(
         .filter(|d| d.due_within_horizon)
         .map(|d| d.item)
         .collect();
-    let filter = ItemFilter::new(model, filters, &[anchor], &view.bought, &due);
+    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &due);
     let items = upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
         .into_iter()
         .map(|u| Recommendation {

@@ -5,7 +5,7 @@ use rustc_hash::FxHashSet;
 
 use super::request::{FilterSpec, PurchasedPolicy};
 use crate::ids::ItemIdx;
-use crate::model::{Model, NONE};
+use crate::model::{HistoryEntry, Model, NONE};
 
 /// A request's filters, bound to a model.
 #[derive(Debug)]
@@ -18,8 +18,11 @@ pub struct ItemFilter<'m> {
     exclude_brands: FxHashSet<u32>,
     include_items: FxHashSet<u32>,
     exclude_items: FxHashSet<u32>,
-    /// Items bought before that the purchased-item policy removes.
-    purchased_excluded: FxHashSet<u32>,
+    /// The customer's history, sorted by item (binary-searched: heavy customers have
+    /// thousands of items, too many to hash per request).
+    bought: &'m [HistoryEntry],
+    /// Bought items that are due again, which the default policy lets through.
+    due: FxHashSet<u32>,
     /// True when `include_*` named only unknown values: nothing can match.
     impossible: bool,
 }
@@ -53,13 +56,13 @@ fn item_ids(model: &Model, ids: &[String]) -> FxHashSet<u32> {
 }
 
 impl<'m> ItemFilter<'m> {
-    /// `context` items are always excluded. `bought` is the customer's history (sorted item
-    /// indexes) and `due` the items among them that are due, for the purchased-item policy.
+    /// `context` items are always excluded. `bought` is the customer's history (sorted by item)
+    /// and `due` the items among them that are due, for the purchased-item policy.
     pub fn new(
         model: &'m Model,
         spec: &'m FilterSpec,
         context: &[ItemIdx],
-        bought: &[u32],
+        bought: &'m [HistoryEntry],
         due: &[ItemIdx],
     ) -> Self {
         let include_categories = category_ids(model, &spec.include_categories);
@@ -70,18 +73,7 @@ impl<'m> ItemFilter<'m> {
             || (!spec.include_item_ids.is_empty() && include_items.is_empty());
         let mut exclude_items = item_ids(model, &spec.exclude_item_ids);
         exclude_items.extend(context.iter().map(|i| i.0));
-        let purchased_excluded = match spec.purchased {
-            PurchasedPolicy::Include => FxHashSet::default(),
-            PurchasedPolicy::ExcludeAll => bought.iter().copied().collect(),
-            PurchasedPolicy::ExcludeUnlessDue => {
-                let due: FxHashSet<u32> = due.iter().map(|d| d.0).collect();
-                bought
-                    .iter()
-                    .copied()
-                    .filter(|b| !due.contains(b))
-                    .collect()
-            }
-        };
+        debug_assert!(bought.windows(2).all(|w| w[0].item < w[1].item));
         Self {
             model,
             spec,
@@ -91,8 +83,22 @@ impl<'m> ItemFilter<'m> {
             exclude_brands: brand_ids(model, &spec.exclude_brands),
             include_items,
             exclude_items,
-            purchased_excluded,
+            bought,
+            due: due.iter().map(|d| d.0).collect(),
             impossible,
+        }
+    }
+
+    fn blocked_as_purchased(&self, item: ItemIdx) -> bool {
+        let bought = || {
+            self.bought
+                .binary_search_by_key(&item.0, |h| h.item)
+                .is_ok()
+        };
+        match self.spec.purchased {
+            PurchasedPolicy::Include => false,
+            PurchasedPolicy::ExcludeAll => bought(),
+            PurchasedPolicy::ExcludeUnlessDue => bought() && !self.due.contains(&item.0),
         }
     }
 
@@ -103,7 +109,7 @@ impl<'m> ItemFilter<'m> {
         }
         let i = item.ix();
         let items = &self.model.data.items;
-        if self.exclude_items.contains(&item.0) || self.purchased_excluded.contains(&item.0) {
+        if self.exclude_items.contains(&item.0) || self.blocked_as_purchased(item) {
             return false;
         }
         if !self.include_items.is_empty() && !self.include_items.contains(&item.0) {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# End-to-end gRPC latency on completejourney: server pinned to core 0 (one tokio worker), load
+# generator pinned to core 1, the no-op floor measured in the same run. Writes raw results to
+# $OUT (default /tmp/cobuy-loadtest) and prints them. Takes about 12 minutes.
+#   bash benches/loadtest.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/cobuy-loadtest}
+DATA=${DATA:-../shared/data/completejourney}
+REPS=${REPS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-30}
+mkdir -p "$OUT"
+cargo build --release --quiet
+B=$PWD/target/release/cobuy
+MODELS=$OUT/models
+rm -rf "$MODELS"
+"$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
+  --mapping examples/datasets/completejourney.toml --out "$MODELS" > "$OUT/build.txt" 2>&1
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+serve() { # name port extra-args...
+  local name=$1 port=$2; shift 2
+  taskset -c 0 "$B" serve --models "$MODELS" --addr 127.0.0.1:"$port" --worker-threads 1 \
+    --metrics-addr off --watch-interval-ms 500 "$@" > "$OUT/server-$name.log" 2>&1 &
+  pids+=($!)
+}
+serve cobuy 50091
+serve noop 50092 --noop
+serve pool 50093 --compute-threads 1 --compute-queue 256
+sleep 3
+load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
+
+{
+  echo "# $(date -u +%FT%TZ) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+  for rate in 1000 5000; do
+    for rep in $(seq "$REPS"); do
+      for target in noop:50092 cobuy:50091; do
+        echo "## ${target%%:*} ${rate}/s run $rep (load $(cut -d' ' -f1 /proc/loadavg))"
+        load --addr 127.0.0.1:"${target##*:}" --rps "$rate" --duration-s "$SECONDS_PER_RUN"
+      done
+    done
+  done
+  for target in noop:50092 cobuy:50091 pool:50093; do
+    echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
+    load --addr 127.0.0.1:"${target##*:}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.3 --p99-target-ms 2 --max-steps 12
+  done
+  echo "## model swap under 1000/s (a new version is published 10 s into a 30 s run)"
+  (sleep 10; "$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
+     --mapping examples/datasets/completejourney.toml --out "$MODELS" > "$OUT/rebuild.txt" 2>&1) &
+  load --addr 127.0.0.1:50091 --rps 1000 --duration-s 30
+  wait
+  grep -h "model swapped in" "$OUT/server-cobuy.log" | tail -2
+} 2>&1 | tee "$OUT/results.txt"
