@@ -96,12 +96,14 @@ pub fn top_n(scored: &mut Vec<(u32, f32, u32)>, n: usize) {
     scored.sort_unstable_by(order);
 }
 
-/// Items bought in the same order.
-pub fn bought_together(
+/// Runs `visit` (which feeds an anchor's baskets into the scratch) for every item in parallel,
+/// one dense scratch per thread, and keeps each item's scored top N.
+fn per_item_lists(
     baskets: &Baskets,
     counts: &[u32],
     cfg: &BuildConfig,
     progress: &StageProgress,
+    visit: impl Fn(&mut Scratch, u32) + Sync,
 ) -> NeighbourLists {
     let n_items = baskets.n_items();
     let lists: Vec<_> = (0..n_items as u32)
@@ -109,15 +111,27 @@ pub fn bought_together(
         .map_init(
             || Scratch::new(n_items),
             |scratch, i| {
-                for &o in baskets.orders_with(i) {
-                    scratch.add_basket(i, baskets.order_items(o), 1.0, cfg);
-                }
+                visit(scratch, i);
                 progress_tick(progress, i);
                 scratch.take_top(i, counts, cfg)
             },
         )
         .collect();
     NeighbourLists::from_lists(lists)
+}
+
+/// Items bought in the same order.
+pub fn bought_together(
+    baskets: &Baskets,
+    counts: &[u32],
+    cfg: &BuildConfig,
+    progress: &StageProgress,
+) -> NeighbourLists {
+    per_item_lists(baskets, counts, cfg, progress, |scratch, i| {
+        for &o in baskets.orders_with(i) {
+            scratch.add_basket(i, baskets.order_items(o), 1.0, cfg);
+        }
+    })
 }
 
 /// Items the same customers bought in their following orders (window `next_order_window`,
@@ -129,26 +143,16 @@ pub fn next_order(
     cfg: &BuildConfig,
     progress: &StageProgress,
 ) -> NeighbourLists {
-    let n_items = baskets.n_items();
-    let lists: Vec<_> = (0..n_items as u32)
-        .into_par_iter()
-        .map_init(
-            || Scratch::new(n_items),
-            |scratch, i| {
-                for &o in baskets.orders_with(i) {
-                    let mut next = baskets.next[o as usize];
-                    for step in 1..=cfg.next_order_window {
-                        if next == NO_ORDER {
-                            break;
-                        }
-                        scratch.add_basket(i, baskets.order_items(next), 1.0 / step as f32, cfg);
-                        next = baskets.next[next as usize];
-                    }
+    per_item_lists(baskets, counts, cfg, progress, |scratch, i| {
+        for &o in baskets.orders_with(i) {
+            let mut next = baskets.next[o as usize];
+            for step in 1..=cfg.next_order_window {
+                if next == NO_ORDER {
+                    break;
                 }
-                progress_tick(progress, i);
-                scratch.take_top(i, counts, cfg)
-            },
-        )
-        .collect();
-    NeighbourLists::from_lists(lists)
+                scratch.add_basket(i, baskets.order_items(next), 1.0 / step as f32, cfg);
+                next = baskets.next[next as usize];
+            }
+        }
+    })
 }
