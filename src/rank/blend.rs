@@ -210,6 +210,18 @@ pub struct CustomerView<'m> {
     pub due: Vec<DueItem>,
 }
 
+impl CustomerView<'_> {
+    /// The re-purchasable items due within the horizon: what the default purchased-item
+    /// policy lets through.
+    pub fn due_now(&self) -> Vec<ItemIdx> {
+        self.due
+            .iter()
+            .filter(|d| d.due_within_horizon)
+            .map(|d| d.item)
+            .collect()
+    }
+}
+
 pub fn customer_view<'m>(
     model: &'m Model,
     customer_id: Option<&str>,
@@ -271,13 +283,13 @@ fn rank_into(
         as_of,
         DEFAULT_HORIZON_DAYS,
     );
-    let due_items: Vec<ItemIdx> = view
-        .due
-        .iter()
-        .filter(|d| d.due_within_horizon)
-        .map(|d| d.item)
-        .collect();
-    let filter = ItemFilter::new(model, &query.filters, &context, view.bought, &due_items);
+    let filter = ItemFilter::new(
+        model,
+        &query.filters,
+        &context,
+        view.bought,
+        &view.due_now(),
+    );
     let mut scratch = Vec::with_capacity(NEIGHBOUR_BUDGET + 64);
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
@@ -581,13 +593,7 @@ pub fn upsell_list(
         model.data.time.last_order,
         DEFAULT_HORIZON_DAYS,
     );
-    let due: Vec<ItemIdx> = view
-        .due
-        .iter()
-        .filter(|d| d.due_within_horizon)
-        .map(|d| d.item)
-        .collect();
-    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &due);
+    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &view.due_now());
     let items = upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
         .into_iter()
         .map(|u| Recommendation {
