@@ -31,10 +31,6 @@ dense_index!(
     /// Dense index of a known (non-guest) customer.
     CustomerIdx
 );
-dense_index!(
-    /// Dense index of an order (basket).
-    OrderIdx
-);
 
 /// Maps external string ids to dense `u32` indexes in first-seen order.
 #[derive(Debug, Default, Clone)]
@@ -80,10 +76,6 @@ impl Interner {
         self.names.is_empty()
     }
 
-    pub fn into_names(self) -> Vec<String> {
-        self.names
-    }
-
     pub fn names(&self) -> &[String] {
         &self.names
     }
@@ -102,7 +94,7 @@ mod tests {
         assert_eq!(interner.len(), 2);
         assert_eq!(interner.name(1), "a");
         assert_eq!(interner.get("zz"), None);
-        let rebuilt = Interner::from_names(interner.into_names());
+        let rebuilt = Interner::from_names(interner.names().to_vec());
         assert_eq!(rebuilt.get("a"), Some(1));
     }
 }

@@ -420,12 +420,12 @@ fn serve(settings: ServeSettings, noop: bool) -> anyhow::Result<()> {
         runtime.worker_threads(threads.max(1));
     }
     runtime.build()?.block_on(async move {
-        let listener = cobuy::serve::bind(addr)
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let metrics = match metrics_addr {
             Some(a) => Some(
-                cobuy::serve::bind(a)
+                tokio::net::TcpListener::bind(a)
                     .await
                     .with_context(|| format!("binding metrics {a}"))?,
             ),

@@ -5,7 +5,7 @@
 //! [`Mapping`] is the validated form the ingest runs on. Validation happens once, up front, so a
 //! typo in a format string fails before a single row is read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -289,7 +289,7 @@ impl Mapping {
                 })
             })
             .transpose()?;
-        let c = raw.cleaning.clone();
+        let c = raw.cleaning;
         let cleaning = CleaningRules {
             cancel_order_prefix: c.cancel_order_prefix.filter(|p| !p.is_empty()),
             offset_cancellations: c.offset_cancellations,
@@ -315,12 +315,6 @@ fn parse_delimiter(spec: Option<&str>, field: &str) -> Result<Option<u8>, Mappin
             "{field} = {s:?}: expected one ASCII character"
         ))),
     }
-}
-
-/// Where the mapping file lives, kept for the manifest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MappingSource {
-    pub path: Option<PathBuf>,
 }
 
 #[cfg(test)]

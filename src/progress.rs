@@ -180,11 +180,6 @@ pub fn peak_rss_mib() -> f64 {
     read_status_kib("VmHWM:").map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
-/// Current resident set size (VmRSS) in MiB.
-pub fn current_rss_mib() -> f64 {
-    read_status_kib("VmRSS:").map_or(0.0, |kib| kib as f64 / 1024.0)
-}
-
 fn read_status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;

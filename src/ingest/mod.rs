@@ -152,6 +152,17 @@ impl BadRows<'_> {
     }
 }
 
+/// Advances to the next readable row, skipping (and counting) unreadable ones; `Ok(false)` at
+/// the end.
+fn next_row(source: &mut dyn RowSource, bad: &mut BadRows<'_>) -> Result<bool, IngestError> {
+    loop {
+        match source.advance() {
+            Ok(more) => return Ok(more),
+            Err(e) => bad.skip(e)?,
+        }
+    }
+}
+
 fn resolve(
     source: &mut dyn RowSource,
     field: &'static str,
@@ -300,15 +311,7 @@ fn read_order_file(
     };
     let mut rows = 0u64;
     let mut bufs = RowBuffers::default();
-    loop {
-        match source.advance() {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                bad.skip(e)?;
-                continue;
-            }
-        }
+    while next_row(source.as_mut(), &mut bad)? {
         rows += 1;
         if rows.is_multiple_of(65_536) {
             bar.set(source.progress().0);
@@ -563,15 +566,7 @@ pub fn read_catalog(
     };
     let mut id = String::new();
     let mut rows = 0u64;
-    loop {
-        match source.advance() {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                bad.skip(e)?;
-                continue;
-            }
-        }
+    while next_row(source.as_mut(), &mut bad)? {
         rows += 1;
         let src = source.as_ref();
         let bad_cell = |field: &str, what: String| IngestError::BadRow {

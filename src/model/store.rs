@@ -8,7 +8,7 @@
 //! Architecture Invariant: nothing but [`publish`] writes `CURRENT`, and it does so last.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -354,19 +354,4 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of a file, for `cobuy inspect --verify` and tests.
-pub fn file_sha256(path: &Path) -> Result<String, StoreError> {
-    let mut reader = BufReader::new(File::open(path).map_err(StoreError::io(path))?);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = reader.read(&mut buf).map_err(StoreError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }

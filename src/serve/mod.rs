@@ -8,7 +8,6 @@ pub mod metrics;
 pub mod recommender;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -288,9 +287,4 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown signal received; draining in-flight calls");
-}
-
-/// Binds a TCP listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
