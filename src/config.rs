@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::MappingError;
+use crate::rank::blend::SurfaceBlends;
 
 /// How the model is computed. Every field has a default; see README "Model" for the formulas.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +38,9 @@ pub struct BuildConfig {
     pub replenish_min_repeat_buyers: u32,
     /// Items kept per category in the popularity lists.
     pub top_per_category: usize,
+    /// Ranking weights per surface (`[model.blend.home]`, ...); unset surfaces use the built-in
+    /// weights. `cobuy eval --write-blend` writes weights tuned on validation users.
+    pub blend: SurfaceBlends,
 }
 
 impl Default for BuildConfig {
@@ -55,6 +59,7 @@ impl Default for BuildConfig {
             replenish_min_share: 0.1,
             replenish_min_repeat_buyers: 3,
             top_per_category: 100,
+            blend: SurfaceBlends::default(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl BuildConfig {
         if self.min_support == 0 {
             return bad("min_support must be >= 1");
         }
+        self.blend.validate().map_err(MappingError::Invalid)?;
         Ok(self)
     }
 }

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod ids;
 pub mod ingest;
 pub mod inspect;

@@ -41,6 +41,76 @@ enum Command {
     Demo(DemoArgs),
     /// Open-loop gRPC load: fixed-rate schedule, latency from scheduled send times.
     Loadgen(LoadgenArgs),
+    /// Measure recommendation quality on real orders against baselines (next basket, second
+    /// purchase, bought together), mean and std over seeded folds.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProtocolArg {
+    NextBasket,
+    SecondPurchase,
+    BoughtTogether,
+    All,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Protocols to run (repeatable).
+    #[arg(long, value_enum, default_values_t = [ProtocolArg::All])]
+    protocol: Vec<ProtocolArg>,
+    /// Folds (user splits); fold f uses seed + f.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    #[arg(long, default_value_t = 2023)]
+    seed: u64,
+    /// T: drop items found in fewer baskets (Li et al. use 17 for Dunnhumby and Instacart, 3
+    /// for TaFeng).
+    #[arg(long, default_value_t = 17)]
+    min_item_baskets: u32,
+    /// Next-basket users need at least this many baskets ...
+    #[arg(long, default_value_t = 3)]
+    min_baskets: usize,
+    /// ... and at most this many.
+    #[arg(long, default_value_t = 50)]
+    max_baskets: usize,
+    /// TIFU-KNN: nearest neighbours.
+    #[arg(long, default_value_t = 300)]
+    tifu_neighbours: usize,
+    /// TIFU-KNN: decay of baskets within a group.
+    #[arg(long, default_value_t = 0.9)]
+    tifu_within_decay: f32,
+    /// TIFU-KNN: decay of groups.
+    #[arg(long, default_value_t = 0.7)]
+    tifu_group_decay: f32,
+    /// TIFU-KNN: weight of the user's own vector.
+    #[arg(long, default_value_t = 0.7)]
+    tifu_alpha: f32,
+    /// TIFU-KNN: groups per history.
+    #[arg(long, default_value_t = 7)]
+    tifu_groups: usize,
+    /// Bought-together items with at most this many training orders are reported apart.
+    #[arg(long, default_value_t = 20)]
+    few_orders: u32,
+    /// Rank with the mapping's configured weights instead of tuning them on validation users.
+    #[arg(long)]
+    no_tune: bool,
+    /// Print the results as JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write a self-contained HTML report with plots.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write the weights tuned on the first fold's validation users as `[model.blend.*]`
+    /// tables, to paste into the mapping.
+    #[arg(long)]
+    write_blend: Option<PathBuf>,
+    /// Fail unless cobuy beats these methods on every protocol's headline metrics
+    /// (comma-separated, e.g. `P-TopFreq,G-TopFreq`).
+    #[arg(long, value_delimiter = ',')]
+    check_beats: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,8 +248,9 @@ struct DemoArgs {
     settings: ServeSettings,
 }
 
+/// The order and catalog exports and how to read them (shared by build and eval).
 #[derive(Debug, clap::Args)]
-struct BuildArgs {
+struct InputArgs {
     /// Order-line files (CSV/TSV/JSON Lines, optionally .gz, or Parquet).
     #[arg(long, required = true, num_args = 1..)]
     orders: Vec<PathBuf>,
@@ -189,15 +260,34 @@ struct BuildArgs {
     /// Mapping TOML naming the columns, cleaning rules and [model] settings.
     #[arg(long)]
     mapping: PathBuf,
+    /// Skip up to N malformed rows (listed in the report) instead of failing on the first.
+    #[arg(long, default_value_t = 0)]
+    max_bad_rows: u64,
+}
+
+impl InputArgs {
+    fn inputs(&self) -> anyhow::Result<BuildInputs> {
+        Ok(BuildInputs {
+            orders: self.orders.clone(),
+            catalog: self.catalog.clone(),
+            mapping: Mapping::from_file(&self.mapping)?,
+            ingest: IngestOptions {
+                max_bad_rows: self.max_bad_rows,
+            },
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    input: InputArgs,
     /// Model directory; the new version is published under it and CURRENT switched.
     #[arg(long, default_value = "models")]
     out: PathBuf,
     /// Keep only the newest N versions after publishing (0 keeps all).
     #[arg(long, default_value_t = 0)]
     keep: usize,
-    /// Skip up to N malformed rows (listed in the report) instead of failing on the first.
-    #[arg(long, default_value_t = 0)]
-    max_bad_rows: u64,
     /// Also write the build report as JSON to this file.
     #[arg(long)]
     report_json: Option<PathBuf>,
@@ -265,6 +355,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => demo(args),
         Command::Loadgen(args) => loadgen(args),
+        Command::Eval(args) => eval(args),
     }
 }
 
@@ -443,12 +534,14 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("models"));
     build(BuildArgs {
-        orders: vec![args.orders],
-        catalog: None,
-        mapping: args.mapping,
+        input: InputArgs {
+            orders: vec![args.orders],
+            catalog: None,
+            mapping: args.mapping,
+            max_bad_rows: 0,
+        },
         out: models.clone(),
         keep: 3,
-        max_bad_rows: 0,
         report_json: None,
     })?;
     let mut settings = args.settings;
@@ -456,21 +549,108 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     serve(settings, false)
 }
 
-fn build(args: BuildArgs) -> anyhow::Result<()> {
-    let mapping = Mapping::from_file(&args.mapping)?;
-    let inputs = BuildInputs {
-        orders: args.orders,
-        catalog: args.catalog,
-        mapping: mapping.clone(),
-        ingest: IngestOptions {
-            max_bad_rows: args.max_bad_rows,
-        },
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    use cobuy::eval::{EvalConfig, Protocol, baselines::TifuParams};
+    use std::io::Write as _;
+    let inputs = args.input.inputs()?;
+    let progress = Progress::detect();
+    let (log, catalog) = cobuy::build::read_inputs(
+        &inputs,
+        &progress,
+        &mut cobuy::progress::StageClock::default(),
+        &mut Default::default(),
+    )
+    .context("reading the orders failed")?;
+    let protocols = if args.protocol.contains(&ProtocolArg::All) {
+        Protocol::ALL.to_vec()
+    } else {
+        let mut p: Vec<Protocol> = Protocol::ALL
+            .into_iter()
+            .filter(|p| {
+                args.protocol.contains(&match p {
+                    Protocol::NextBasket => ProtocolArg::NextBasket,
+                    Protocol::SecondPurchase => ProtocolArg::SecondPurchase,
+                    Protocol::BoughtTogether => ProtocolArg::BoughtTogether,
+                })
+            })
+            .collect();
+        p.dedup();
+        p
     };
+    anyhow::ensure!(args.folds >= 1, "--folds must be at least 1");
+    anyhow::ensure!(
+        args.min_baskets >= 2 && args.min_baskets <= args.max_baskets,
+        "--min-baskets must be >= 2 and <= --max-baskets"
+    );
+    let cfg = EvalConfig {
+        protocols,
+        folds: args.folds,
+        seed: args.seed,
+        min_item_baskets: args.min_item_baskets,
+        min_user_baskets: args.min_baskets,
+        max_user_baskets: args.max_baskets,
+        tifu: TifuParams {
+            neighbours: args.tifu_neighbours,
+            within_decay: args.tifu_within_decay,
+            group_decay: args.tifu_group_decay,
+            alpha: args.tifu_alpha,
+            groups: args.tifu_groups,
+        },
+        few_orders: args.few_orders,
+        tune: !args.no_tune,
+    };
+    let dataset = args
+        .input
+        .orders
+        .first()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let report = cobuy::eval::run(
+        &dataset,
+        &log,
+        &catalog,
+        &inputs.mapping.model,
+        &cfg,
+        &progress,
+    );
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", cobuy::eval::report::table(&report))?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, cobuy::eval::report::html(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "report written");
+    }
+    if let Some(path) = &args.write_blend {
+        std::fs::write(path, cobuy::eval::report::blend_toml(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "tuned weights written");
+    }
+    let failures: Vec<String> = report
+        .protocols
+        .iter()
+        .flat_map(|p| cobuy::eval::not_beaten(p, &args.check_beats))
+        .collect();
+    anyhow::ensure!(
+        failures.is_empty(),
+        "quality check failed:\n  {}",
+        failures.join("\n  ")
+    );
+    Ok(())
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    let inputs = args.input.inputs()?;
+    let mapping = inputs.mapping.clone();
     let started = std::time::Instant::now();
     let (data, mut report) = cobuy::build::build(&inputs, &Progress::detect())
         .context("build failed; nothing was published")?;
     let mut config = serde_json::to_value(&mapping)?;
-    config["mapping_file"] = serde_json::Value::String(args.mapping.display().to_string());
+    config["mapping_file"] = serde_json::Value::String(args.input.mapping.display().to_string());
     let write_started = std::time::Instant::now();
     store::publish(&args.out, &data, config.clone(), &report)
         .context("publishing the model failed")?;

@@ -48,13 +48,32 @@ pub fn build(
 ) -> Result<(ModelData, BuildReport), IngestError> {
     let mut clock = StageClock::default();
     let mut report = BuildReport::default();
+    let (log, catalog) = read_inputs(inputs, progress, &mut clock, &mut report.ingest)?;
+    let data = model_from_log(&log, &catalog, &inputs.mapping.model, &mut clock, progress);
+    report.stages = clock.timings;
+    report.items = data.items.len() as u64;
+    report.customers = data.customers.len() as u64;
+    report.orders = data.total_orders as u64;
+    report.bought_together_pairs = data.bought_together.items.len() as u64;
+    report.next_order_pairs = data.next_order.items.len() as u64;
+    report.replenishable_items = data.items.replenishable.iter().filter(|&&r| r).count() as u64;
+    Ok((data, report))
+}
+
+/// Reads and cleans the order files and the catalog (joined by item id).
+pub fn read_inputs(
+    inputs: &BuildInputs,
+    progress: &Progress,
+    clock: &mut StageClock,
+    report: &mut IngestReport,
+) -> Result<(OrderLog, Vec<Option<CatalogEntry>>), IngestError> {
     let mut log = clock.run("ingest orders", || {
         ingest::read_orders(
             &inputs.orders,
             &inputs.mapping,
             inputs.ingest,
             progress,
-            &mut report.ingest,
+            report,
         )
     })?;
     let catalog = match (&inputs.catalog, &inputs.mapping.catalog) {
@@ -65,7 +84,7 @@ pub fn build(
                 &mut log.items,
                 inputs.ingest,
                 progress,
-                &mut report.ingest,
+                report,
             )
         })?,
         (Some(path), None) => {
@@ -79,15 +98,7 @@ pub fn build(
         (None, _) => Vec::new(),
     };
     log.line_titles.resize(log.items.len(), None);
-    let data = model_from_log(&log, &catalog, &inputs.mapping.model, &mut clock, progress);
-    report.stages = clock.timings;
-    report.items = data.items.len() as u64;
-    report.customers = data.customers.len() as u64;
-    report.orders = data.total_orders as u64;
-    report.bought_together_pairs = data.bought_together.items.len() as u64;
-    report.next_order_pairs = data.next_order.items.len() as u64;
-    report.replenishable_items = data.items.replenishable.iter().filter(|&&r| r).count() as u64;
-    Ok((data, report))
+    Ok((log, catalog))
 }
 
 /// Computes every model table from a cleaned log. Also used by `cobuy eval` on training splits,

@@ -22,7 +22,7 @@ pub const CURRENT: &str = "CURRENT";
 pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_BIN: &str = "model.bin";
 /// Bumped when the binary layout of `model.bin` changes; a server refuses other versions.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One file of a model version and its checksum.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -3,6 +3,7 @@
 //! in this request, so the weights compare like with like.
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
 
 use super::buy_again::{DueItem, buy_again};
 use super::filter::ItemFilter;
@@ -15,7 +16,8 @@ use crate::ids::{CustomerIdx, ItemIdx};
 use crate::model::{Model, NONE, NeighbourLists};
 
 /// Signal weights of one surface. A zero weight skips the signal's work entirely.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Blend {
     /// Bought together with the context items.
     pub context_bought_together: f32,
@@ -25,31 +27,119 @@ pub struct Blend {
     pub history_bought_together: f32,
     /// Next-order items of the customer's recent and frequent items.
     pub history_next_order: f32,
+    /// Re-purchasable items, scored by confidence and timing (see `buy_again`).
     pub buy_again: f32,
+    /// The customer's own time-decayed purchase frequency, any item bought before.
+    pub repeat: f32,
     pub upsell: f32,
     /// Popularity in the context's categories, then overall; also fills short lists.
     pub popular: f32,
 }
 
 impl Blend {
+    /// The built-in weights of a surface (used when the model's config sets none).
     pub fn for_surface(surface: Surface) -> Blend {
-        let b = |cbt, cno, hbt, hno, ba, up, pop| Blend {
+        let b = |cbt, cno, hbt, hno, ba, rep, up, pop| Blend {
             context_bought_together: cbt,
             context_next_order: cno,
             history_bought_together: hbt,
             history_next_order: hno,
             buy_again: ba,
+            repeat: rep,
             upsell: up,
             popular: pop,
         };
         match surface {
-            Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.05),
-            Surface::FollowUpEmail => b(0.5, 0.5, 0.6, 1.0, 0.6, 0.3, 0.05),
-            Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0),
-            Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.6, 0.05),
-            Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.05),
-            Surface::Home => b(0.3, 0.3, 0.3, 0.8, 1.0, 0.0, 0.05),
+            Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.05),
+            Surface::FollowUpEmail => b(0.5, 0.5, 0.6, 1.0, 0.6, 0.0, 0.3, 0.05),
+            Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
+            Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.0, 0.6, 0.05),
+            Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.0, 0.05),
+            Surface::Home => b(0.3, 0.3, 0.3, 0.8, 1.0, 0.0, 0.0, 0.05),
         }
+    }
+
+    /// The weights by name, for tuning and reports.
+    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 8] {
+        [
+            ("context_bought_together", &mut self.context_bought_together),
+            ("context_next_order", &mut self.context_next_order),
+            ("history_bought_together", &mut self.history_bought_together),
+            ("history_next_order", &mut self.history_next_order),
+            ("buy_again", &mut self.buy_again),
+            ("repeat", &mut self.repeat),
+            ("upsell", &mut self.upsell),
+            ("popular", &mut self.popular),
+        ]
+    }
+
+    fn check(&self, surface: &str) -> Result<(), String> {
+        let mut copy = *self;
+        for (name, w) in copy.weights_mut() {
+            if !w.is_finite() || *w < 0.0 {
+                return Err(format!(
+                    "model.blend.{surface}.{name} must be a finite weight >= 0"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-surface weights set in a mapping's `[model.blend.<surface>]` tables (written by
+/// `cobuy eval --write-blend` after tuning on validation users); unset surfaces use
+/// [`Blend::for_surface`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SurfaceBlends {
+    pub order_tracking: Option<Blend>,
+    pub follow_up_email: Option<Blend>,
+    pub replenishment_reminder: Option<Blend>,
+    pub product_page: Option<Blend>,
+    pub cart: Option<Blend>,
+    pub home: Option<Blend>,
+}
+
+impl SurfaceBlends {
+    pub fn get(&self, surface: Surface) -> Blend {
+        self.slot(surface)
+            .unwrap_or_else(|| Blend::for_surface(surface))
+    }
+
+    pub fn set(&mut self, surface: Surface, blend: Blend) {
+        *self.slot_mut(surface) = Some(blend);
+    }
+
+    fn slot(&self, surface: Surface) -> Option<Blend> {
+        match surface {
+            Surface::OrderTracking => self.order_tracking,
+            Surface::FollowUpEmail => self.follow_up_email,
+            Surface::ReplenishmentReminder => self.replenishment_reminder,
+            Surface::ProductPage => self.product_page,
+            Surface::Cart => self.cart,
+            Surface::Home => self.home,
+        }
+    }
+
+    fn slot_mut(&mut self, surface: Surface) -> &mut Option<Blend> {
+        match surface {
+            Surface::OrderTracking => &mut self.order_tracking,
+            Surface::FollowUpEmail => &mut self.follow_up_email,
+            Surface::ReplenishmentReminder => &mut self.replenishment_reminder,
+            Surface::ProductPage => &mut self.product_page,
+            Surface::Cart => &mut self.cart,
+            Surface::Home => &mut self.home,
+        }
+    }
+
+    /// Every set weight is finite and non-negative.
+    pub fn validate(&self) -> Result<(), String> {
+        for surface in Surface::ALL {
+            if let Some(b) = self.slot(surface) {
+                b.check(surface.config_name())?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -247,7 +337,7 @@ pub fn customer_view<'m>(
 
 /// Ranks for a surface. Shared by the server, `cobuy eval` and batch jobs.
 pub fn recommend(model: &Model, query: &RecommendQuery) -> RankedList {
-    recommend_with(model, query, &Blend::for_surface(query.surface))
+    recommend_with(model, query, &model.data.config.blend.get(query.surface))
 }
 
 /// [`recommend`] with explicit weights (for tuning and evaluation).
@@ -326,6 +416,10 @@ fn rank_into(
             neighbour_contributions(&data.next_order, &anchors, &mut scratch);
             pool.add_signal(blend.history_next_order, Reason::NextOrder, &scratch);
         }
+        if blend.repeat > 0.0 {
+            repeat_contributions(model, customer, &mut scratch);
+            pool.add_signal(blend.repeat, Reason::BuyAgain, &scratch);
+        }
         if blend.buy_again > 0.0 {
             scratch.clear();
             scratch.extend(view.due.iter().map(|d| Contribution {
@@ -384,6 +478,32 @@ fn rank_into(
         unknown_item_ids,
         cold_start: view.customer.is_none(),
     }
+}
+
+/// History items considered by the repeat signal, heaviest first.
+const MAX_REPEAT_ITEMS: usize = 200;
+
+/// The customer's heaviest history items by time-decayed purchase frequency.
+fn repeat_contributions(model: &Model, customer: CustomerIdx, out: &mut Vec<Contribution>) {
+    out.clear();
+    let mut history: Vec<&crate::model::HistoryEntry> =
+        model.data.customers.history(customer).iter().collect();
+    let heaviest = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
+        b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
+    };
+    if history.len() > MAX_REPEAT_ITEMS {
+        history.select_nth_unstable_by(MAX_REPEAT_ITEMS, heaviest);
+        history.truncate(MAX_REPEAT_ITEMS);
+    }
+    out.extend(history.into_iter().map(|h| Contribution {
+        item: ItemIdx(h.item),
+        raw: h.weight,
+        source: Some(ItemIdx(h.item)),
+        evidence: Evidence {
+            support: h.purchases,
+            ..Default::default()
+        },
+    }));
 }
 
 /// The last order's items (weight 1) and the most frequent history items (weight up to 0.5).
@@ -557,6 +677,7 @@ pub fn bought_together_list(
         history_bought_together: 0.0,
         history_next_order: 0.0,
         buy_again: 0.0,
+        repeat: 0.0,
         upsell: 0.0,
         popular: 0.0,
     };

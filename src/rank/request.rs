@@ -33,6 +33,18 @@ impl Surface {
         Surface::Cart,
         Surface::Home,
     ];
+
+    /// The surface's name in configuration files (`[model.blend.<name>]`).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Surface::OrderTracking => "order_tracking",
+            Surface::FollowUpEmail => "follow_up_email",
+            Surface::ReplenishmentReminder => "replenishment_reminder",
+            Surface::ProductPage => "product_page",
+            Surface::Cart => "cart",
+            Surface::Home => "home",
+        }
+    }
 }
 
 /// Why an item is recommended.
