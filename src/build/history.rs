@@ -8,7 +8,7 @@
 
 use rayon::slice::ParallelSliceMut;
 
-use super::baskets::Baskets;
+use super::baskets::{Baskets, NO_ORDER};
 use crate::config::BuildConfig;
 use crate::ingest::{GUEST, OrderLog};
 use crate::model::{CustomerTable, HistoryEntry, RepurchaseStats, SECONDS_PER_DAY};
@@ -30,7 +30,29 @@ pub fn median_iqr(values: &mut [f32]) -> (f32, f32) {
 
 pub struct HistoryOutput {
     pub repurchase: Vec<RepurchaseStats>,
+    /// Next-order repeats / exposures over all items.
+    pub next_order_repeat_prior: f32,
     pub customers: CustomerTable,
+}
+
+/// Per item: orders holding it that have a next order by the same customer (exposures), and
+/// how many of those next orders hold it again (repeats). Both orders' items are sorted.
+fn next_order_repeats(baskets: &Baskets) -> (Vec<u32>, Vec<u32>) {
+    let mut exposures = vec![0u32; baskets.n_items()];
+    let mut repeats = vec![0u32; baskets.n_items()];
+    for (order, &next) in baskets.next.iter().enumerate() {
+        if next == NO_ORDER {
+            continue;
+        }
+        let following = baskets.order_items(next);
+        for &item in baskets.order_items(order as u32) {
+            exposures[item as usize] += 1;
+            if following.binary_search(&item).is_ok() {
+                repeats[item as usize] += 1;
+            }
+        }
+    }
+    (exposures, repeats)
 }
 
 pub fn compute(
@@ -104,12 +126,22 @@ pub fn compute(
     }
 
     item_intervals.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let (exposures, repeats) = next_order_repeats(baskets);
+    let total_exposures: u64 = exposures.iter().map(|&e| e as u64).sum();
+    let total_repeats: u64 = repeats.iter().map(|&r| r as u64).sum();
+    let next_order_repeat_prior = if total_exposures == 0 {
+        0.0
+    } else {
+        (total_repeats as f64 / total_exposures as f64) as f32
+    };
     let mut repurchase: Vec<RepurchaseStats> = (0..n_items)
         .map(|i| RepurchaseStats {
             buyers: buyers[i],
             repeat_buyers: repeat_buyers[i],
             median_interval_days: f32::NAN,
             interval_iqr_days: f32::NAN,
+            next_order_exposures: exposures[i],
+            next_order_repeats: repeats[i],
         })
         .collect();
     let mut scratch: Vec<f32> = Vec::new();
@@ -125,6 +157,7 @@ pub fn compute(
     let mut customers = CustomerTable {
         ids: log.customers.names().to_vec(),
         orders: vec![0; n_customers],
+        order_weight: vec![0.0; n_customers],
         first_order: vec![0; n_customers],
         last_order: vec![0; n_customers],
         history_offsets,
@@ -135,6 +168,13 @@ pub fn compute(
     for c in 0..n_customers {
         let orders = baskets.customer_orders(c as u32);
         customers.orders[c] = orders.len() as u32;
+        customers.order_weight[c] = orders
+            .iter()
+            .map(|&o| {
+                let age = (end_time - log.orders[o as usize].timestamp).max(0) as f64;
+                (-age * decay_rate).exp()
+            })
+            .sum::<f64>() as f32;
         if let (Some(&first), Some(&last)) = (orders.first(), orders.last()) {
             customers.first_order[c] = log.orders[first as usize].timestamp;
             customers.last_order[c] = log.orders[last as usize].timestamp;
@@ -146,6 +186,7 @@ pub fn compute(
     }
     HistoryOutput {
         repurchase,
+        next_order_repeat_prior,
         customers,
     }
 }

@@ -151,6 +151,7 @@ pub fn model_from_log(
         bought_together,
         next_order,
         repurchase,
+        next_order_repeat_prior: history.next_order_repeat_prior,
         popularity,
         customers: history.customers,
     }

@@ -8,8 +8,9 @@
 //!   users split 72/8/20 train/validation/test by a seeded shuffle; cobuy answers as the HOME
 //!   surface for the customer at the target's time;
 //! - **second purchase**: users with at least two baskets; validation and test users' first
-//!   basket only is known, the second is the target; cobuy answers as FOLLOW_UP_EMAIL with the
-//!   first order as context;
+//!   basket only is known, the second is the target; cobuy answers as FOLLOW_UP_EMAIL for the
+//!   customer, whose history is that first order (no context items: the email is sent days
+//!   after delivery, and context items are never returned, which would hide every repeat);
 //! - **bought together**: each test user's last basket (2+ items, held out of training) loses
 //!   one random item, ranked from the rest by the `BoughtTogether` RPC's ranking.
 //!
@@ -140,8 +141,14 @@ pub struct Comparison {
     pub best_baseline: String,
     pub cobuy: MeanStd,
     pub baseline: MeanStd,
-    /// `(cobuy − baseline) / max(std_cobuy, std_baseline)`; infinite with one fold.
+    /// `(cobuy − baseline) / max(std_cobuy, std_baseline)`: the win against the spread of
+    /// each method's score over folds (which mostly reflects which users a fold tests).
     pub margin_in_std: f64,
+    /// Per fold `cobuy − baseline` on the same test users: mean and std over folds.
+    pub paired_difference: MeanStd,
+    /// `paired_difference.mean / paired_difference.std`: how many of its own fold-to-fold
+    /// standard deviations the win is (the paired test's statistic, before `√folds`).
+    pub paired_margin_in_std: f64,
 }
 
 /// One protocol's results.
@@ -218,8 +225,6 @@ struct Case<'a> {
     history: Vec<&'a [u32]>,
     /// Items bought before the target, sorted.
     bought: Vec<u32>,
-    /// Context items shown with the request (second purchase: the first order).
-    context: &'a [u32],
     target: &'a [u32],
     time: i64,
 }
@@ -239,7 +244,6 @@ impl<'a> Case<'a> {
             customer: log.customers.name(user.customer),
             history,
             bought,
-            context: &[],
             target: &target.items,
             time: target.time,
         }
@@ -285,8 +289,6 @@ fn basket_protocol(
         _ => &[
             "repeat",
             "buy_again",
-            "context_bought_together",
-            "context_next_order",
             "history_next_order",
             "history_bought_together",
             "popular",
@@ -337,13 +339,7 @@ fn basket_protocol(
         );
         let cases = |ids: &[usize]| -> Vec<Case<'_>> {
             ids.iter()
-                .map(|&u| {
-                    let mut case = Case::new(log, &users[u], known(u), target_of(u));
-                    if protocol == Protocol::SecondPurchase {
-                        case.context = &users[u].baskets[0].items;
-                    }
-                    case
-                })
+                .map(|&u| Case::new(log, &users[u], known(u), target_of(u)))
                 .collect()
         };
         let validation = cases(&split.validation);
@@ -453,7 +449,7 @@ fn cobuy_list(model: &Model, surface: Surface, blend: &Blend, case: &Case<'_>) -
     let query = RecommendQuery {
         customer_id: Some(case.customer.to_owned()),
         surface,
-        context: context_entries(model, case.context),
+        context: Vec::new(),
         k: MAX_K,
         filters: FilterSpec {
             purchased: PurchasedPolicy::Include,
@@ -805,22 +801,35 @@ fn compare(result: &ProtocolResult) -> Vec<Comparison> {
                 .filter(|m| is_baseline(&m.method))
                 .max_by(|a, b| a.metrics[metric].mean.total_cmp(&b.metrics[metric].mean))?;
             let (c, b) = (ours.metrics[metric], best.metrics[metric]);
-            let spread = c.std.max(b.std);
+            let differences: Vec<f64> = ours
+                .per_fold
+                .iter()
+                .zip(&best.per_fold)
+                .map(|(o, b)| o[metric] - b[metric])
+                .collect();
+            let paired = MeanStd::of(&differences);
             Some(Comparison {
                 metric: metric.to_owned(),
                 best_baseline: best.method.clone(),
                 cobuy: c,
                 baseline: b,
-                margin_in_std: if spread > 0.0 {
-                    (c.mean - b.mean) / spread
-                } else if c.mean > b.mean {
-                    f64::INFINITY
-                } else {
-                    f64::NEG_INFINITY
-                },
+                margin_in_std: margin(c.mean - b.mean, c.std.max(b.std)),
+                paired_difference: paired,
+                paired_margin_in_std: margin(paired.mean, paired.std),
             })
         })
         .collect()
+}
+
+/// `difference / spread`, signed infinity when there is no spread (one fold).
+fn margin(difference: f64, spread: f64) -> f64 {
+    if spread > 0.0 {
+        difference / spread
+    } else if difference > 0.0 {
+        f64::INFINITY
+    } else {
+        f64::NEG_INFINITY
+    }
 }
 
 /// The baselines `method` does not beat on the protocol's headline metrics (mean over folds).

@@ -78,11 +78,15 @@ pub fn table(report: &EvalReport) -> String {
         for c in &p.comparisons {
             let _ = writeln!(
                 out,
-                "  cobuy vs best baseline {} on {}: {:+.4} ({:+.1} std)",
+                "  cobuy vs best baseline {} on {}: {:+.4} = {:+.1} x the larger method std; \
+                 paired per fold {:+.4}±{:.4} = {:+.1} x its std",
                 c.best_baseline,
                 c.metric,
                 c.cobuy.mean - c.baseline.mean,
-                c.margin_in_std
+                c.margin_in_std,
+                c.paired_difference.mean,
+                c.paired_difference.std,
+                c.paired_margin_in_std
             );
         }
     }
@@ -323,11 +327,15 @@ td:first-child,th:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:
         for c in &p.comparisons {
             let _ = write!(
                 page,
-                "<p>cobuy vs the best baseline, {}, on {}: {:+.4} ({:+.1} std).</p>",
+                "<p>cobuy vs the best baseline, {}, on {}: {:+.4} ({:+.1} x the larger method \
+                 std); paired per fold {:+.4}±{:.4} ({:+.1} x its std).</p>",
                 escape(&c.best_baseline),
                 escape(&c.metric),
                 c.cobuy.mean - c.baseline.mean,
-                c.margin_in_std
+                c.margin_in_std,
+                c.paired_difference.mean,
+                c.paired_difference.std,
+                c.paired_margin_in_std
             );
         }
         if p.protocol != Protocol::BoughtTogether {

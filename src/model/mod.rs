@@ -130,6 +130,10 @@ pub struct RepurchaseStats {
     pub median_interval_days: f32,
     /// Interquartile range of those intervals, in days; NaN without repeats.
     pub interval_iqr_days: f32,
+    /// Orders holding the item that the same customer followed with another order ...
+    pub next_order_exposures: u32,
+    /// ... and how many of those next orders hold the item again.
+    pub next_order_repeats: u32,
 }
 
 impl RepurchaseStats {
@@ -139,6 +143,14 @@ impl RepurchaseStats {
         } else {
             self.repeat_buyers as f32 / self.buyers as f32
         }
+    }
+
+    /// P(the item is in a customer's next order | it is in this one), shrunk towards `prior`
+    /// (the rate over all items) with `prior_weight` pseudo-observations, so an item seen in
+    /// two orders does not get a rate of 0 or 1.
+    pub fn next_order_repeat_rate(&self, prior: f32, prior_weight: f32) -> f32 {
+        (self.next_order_repeats as f32 + prior_weight * prior)
+            / (self.next_order_exposures as f32 + prior_weight)
     }
 }
 
@@ -186,6 +198,9 @@ pub struct HistoryEntry {
 pub struct CustomerTable {
     pub ids: Vec<String>,
     pub orders: Vec<u32>,
+    /// Time-decayed order count, with the half-life and end time of [`HistoryEntry::weight`]:
+    /// `weight / order_weight` is the decayed share of the customer's orders holding the item.
+    pub order_weight: Vec<f32>,
     pub first_order: Vec<i64>,
     pub last_order: Vec<i64>,
     pub history_offsets: Vec<u32>,
@@ -237,6 +252,9 @@ pub struct ModelData {
     pub bought_together: NeighbourLists,
     pub next_order: NeighbourLists,
     pub repurchase: Vec<RepurchaseStats>,
+    /// Next-order repeat rate over all items (repeats / exposures): the prior of
+    /// [`RepurchaseStats::next_order_repeat_rate`].
+    pub next_order_repeat_prior: f32,
     pub popularity: Popularity,
     pub customers: CustomerTable,
 }

@@ -480,30 +480,51 @@ fn rank_into(
     }
 }
 
-/// History items considered by the repeat signal, heaviest first.
+/// History items considered by the repeat signal, most likely first.
 const MAX_REPEAT_ITEMS: usize = 200;
+/// Pseudo-orders of the item's population rate in the repeat estimate: a customer's own
+/// frequency outweighs it after a few orders.
+const REPEAT_PRIOR_ORDERS: f32 = 10.0;
+/// Pseudo-exposures shrinking an item's next-order repeat rate towards the rate of all items.
+const REPEAT_RATE_PRIOR_EXPOSURES: f32 = 10.0;
 
-/// The customer's heaviest history items by time-decayed purchase frequency.
+/// The chance the customer's next order holds each history item again:
+/// `p = (n · f + m · r) / (n + m)`, with `n` the customer's orders, `f` the time-decayed share
+/// of them holding the item (the personal frequency of P-TopFreq and TIFU-KNN, Hu et al.,
+/// SIGIR 2020), `r` the item's next-order repeat rate over all customers (shrunk, see
+/// [`crate::model::RepurchaseStats::next_order_repeat_rate`]) and `m` =
+/// [`REPEAT_PRIOR_ORDERS`]. After one order every item has `f = 1`, and `r` decides which of
+/// them come back (milk does, a lamp does not); after many, the customer's own habits do.
 fn repeat_contributions(model: &Model, customer: CustomerIdx, out: &mut Vec<Contribution>) {
     out.clear();
-    let mut history: Vec<&crate::model::HistoryEntry> =
-        model.data.customers.history(customer).iter().collect();
-    let heaviest = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
-        b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
-    };
-    if history.len() > MAX_REPEAT_ITEMS {
-        history.select_nth_unstable_by(MAX_REPEAT_ITEMS, heaviest);
-        history.truncate(MAX_REPEAT_ITEMS);
+    let data = &model.data;
+    let customers = &data.customers;
+    let orders = customers.orders[customer.ix()] as f32;
+    let order_weight = customers.order_weight[customer.ix()];
+    if order_weight <= 0.0 {
+        return;
     }
-    out.extend(history.into_iter().map(|h| Contribution {
-        item: ItemIdx(h.item),
-        raw: h.weight,
-        source: Some(ItemIdx(h.item)),
-        evidence: Evidence {
-            support: h.purchases,
-            ..Default::default()
-        },
+    let prior = data.next_order_repeat_prior;
+    out.extend(customers.history(customer).iter().map(|h| {
+        let share = (h.weight / order_weight).min(1.0);
+        let rate = data.repurchase[h.item as usize]
+            .next_order_repeat_rate(prior, REPEAT_RATE_PRIOR_EXPOSURES);
+        Contribution {
+            item: ItemIdx(h.item),
+            raw: (orders * share + REPEAT_PRIOR_ORDERS * rate) / (orders + REPEAT_PRIOR_ORDERS),
+            source: Some(ItemIdx(h.item)),
+            evidence: Evidence {
+                support: h.purchases,
+                ..Default::default()
+            },
+        }
     }));
+    if out.len() > MAX_REPEAT_ITEMS {
+        let likeliest =
+            |a: &Contribution, b: &Contribution| b.raw.total_cmp(&a.raw).then(a.item.cmp(&b.item));
+        out.select_nth_unstable_by(MAX_REPEAT_ITEMS, likeliest);
+        out.truncate(MAX_REPEAT_ITEMS);
+    }
 }
 
 /// The last order's items (weight 1) and the most frequent history items (weight up to 0.5).
