@@ -369,8 +369,7 @@ fn basket_protocol(
         let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, blend, c);
         let blend = if cfg.tune {
             let (blend, score) = tune::coordinate_ascent(configured, tuned_names, |b| {
-                let s = score_cases(&validation, |c| cobuy(b, c), &model);
-                s.metrics["recall@10"] + s.metrics["ndcg@10"]
+                per_user_objective(&validation, |c| cobuy(b, c))
             });
             tracing::info!(
                 fold,
@@ -472,6 +471,17 @@ fn context_entries(model: &Model, items: &[u32]) -> Vec<ContextEntry> {
             item_id: model.item_id(ItemIdx(i)).to_owned(),
             quantity: 1.0,
             price: None,
+        })
+        .collect()
+}
+
+/// The tuning objective, per case: Recall@10 + NDCG@10 of the case's list.
+fn per_user_objective(cases: &[Case<'_>], rank: impl Fn(&Case<'_>) -> Vec<u32> + Sync) -> Vec<f64> {
+    cases
+        .par_iter()
+        .map(|case| {
+            let s = basket_scores(&rank(case), case.target, 10, |_| false);
+            s.recall + s.ndcg
         })
         .collect()
 }

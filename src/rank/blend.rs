@@ -51,11 +51,11 @@ impl Blend {
         };
         match surface {
             Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.05),
-            Surface::FollowUpEmail => b(0.5, 0.5, 0.6, 1.0, 0.6, 0.0, 0.3, 0.05),
+            Surface::FollowUpEmail => b(0.5, 0.5, 0.1, 0.3, 0.3, 1.0, 0.3, 0.2),
             Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
             Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.0, 0.6, 0.05),
             Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.0, 0.05),
-            Surface::Home => b(0.3, 0.3, 0.3, 0.8, 1.0, 0.0, 0.0, 0.05),
+            Surface::Home => b(0.3, 0.3, 0.0, 0.3, 0.5, 1.0, 0.0, 0.05),
         }
     }
 
