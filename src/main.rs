@@ -630,6 +630,17 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "tuned weights written");
     }
+    for name in &args.check_beats {
+        let known = report
+            .protocols
+            .iter()
+            .any(|p| p.methods.iter().any(|m| &m.method == name));
+        anyhow::ensure!(
+            known,
+            "--check-beats: no method named {name:?} was evaluated (methods: G-TopFreq, \
+             P-TopFreq, GP-TopFreq, TIFU-KNN, co-occurrence count)"
+        );
+    }
     let failures: Vec<String> = report
         .protocols
         .iter()

@@ -193,7 +193,45 @@ pub fn compute(
 
 #[cfg(test)]
 mod tests {
-    use super::median_iqr;
+    use super::{median_iqr, next_order_repeats};
+    use crate::build::baskets::Baskets;
+    use crate::ids::Interner;
+    use crate::ingest::{GUEST, OrderHeader, OrderLine, OrderLog};
+
+    #[test]
+    fn next_order_repeats_count_each_order_against_the_same_customers_next() {
+        // Customer 0: {0, 1} then {0} then {0, 2}; customer 1: {1} then {2}; a guest: {0}.
+        let baskets: [(u32, &[u32]); 6] = [
+            (0, &[0, 1]),
+            (0, &[0]),
+            (0, &[0, 2]),
+            (1, &[1]),
+            (1, &[2]),
+            (GUEST, &[0]),
+        ];
+        let mut log = OrderLog {
+            items: Interner::from_names(vec!["a".into(), "b".into(), "c".into()]),
+            customers: Interner::from_names(vec!["x".into(), "y".into()]),
+            ..Default::default()
+        };
+        for (o, (customer, items)) in baskets.iter().enumerate() {
+            log.orders.push(OrderHeader {
+                customer: *customer,
+                timestamp: o as i64 * 86_400,
+            });
+            log.lines.extend(items.iter().map(|&item| OrderLine {
+                order: o as u32,
+                item,
+                quantity: 1.0,
+                unit_price: 1.0,
+            }));
+        }
+        let (exposures, repeats) = next_order_repeats(&Baskets::new(&log));
+        // Item 0: in two orders with a next one, both next orders hold it; the guest's and the
+        // last order have no next. Item 1: twice exposed, never again. Item 2: never exposed.
+        assert_eq!(exposures, [2, 2, 0]);
+        assert_eq!(repeats, [2, 0, 0]);
+    }
 
     #[test]
     fn median_and_iqr_interpolate() {

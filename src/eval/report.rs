@@ -78,19 +78,28 @@ pub fn table(report: &EvalReport) -> String {
         for c in &p.comparisons {
             let _ = writeln!(
                 out,
-                "  cobuy vs best baseline {} on {}: {:+.4} = {:+.1} x the larger method std; \
-                 paired per fold {:+.4}±{:.4} = {:+.1} x its std",
+                "  cobuy vs best baseline {} on {}: {:+.4} = {} x the larger method std; \
+                 paired per fold {:+.4}±{:.4} = {} x its std",
                 c.best_baseline,
                 c.metric,
                 c.cobuy.mean - c.baseline.mean,
-                c.margin_in_std,
+                times(c.margin_in_std),
                 c.paired_difference.mean,
                 c.paired_difference.std,
-                c.paired_margin_in_std
+                times(c.paired_margin_in_std)
             );
         }
     }
     out
+}
+
+/// A margin in standard deviations; with one fold there is no spread to compare with.
+fn times(margin: f64) -> String {
+    if margin.is_finite() {
+        format!("{margin:+.1}")
+    } else {
+        "n/a (one fold)".to_owned()
+    }
 }
 
 const COLORS: [&str; 8] = [
@@ -327,15 +336,15 @@ td:first-child,th:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:
         for c in &p.comparisons {
             let _ = write!(
                 page,
-                "<p>cobuy vs the best baseline, {}, on {}: {:+.4} ({:+.1} x the larger method \
-                 std); paired per fold {:+.4}±{:.4} ({:+.1} x its std).</p>",
+                "<p>cobuy vs the best baseline, {}, on {}: {:+.4} ({} x the larger method \
+                 std); paired per fold {:+.4}±{:.4} ({} x its std).</p>",
                 escape(&c.best_baseline),
                 escape(&c.metric),
                 c.cobuy.mean - c.baseline.mean,
-                c.margin_in_std,
+                times(c.margin_in_std),
                 c.paired_difference.mean,
                 c.paired_difference.std,
-                c.paired_margin_in_std
+                times(c.paired_margin_in_std)
             );
         }
         if p.protocol != Protocol::BoughtTogether {

@@ -509,12 +509,22 @@ fn repeat_contributions(model: &Model, customer: CustomerIdx, out: &mut Vec<Cont
         let share = (h.weight / order_weight).min(1.0);
         let rate = data.repurchase[h.item as usize]
             .next_order_repeat_rate(prior, REPEAT_RATE_PRIOR_EXPOSURES);
+        // The personal rhythm, when there is one, is what a reminder quotes.
+        let (interval_days, due_at) = if h.interval_days.is_finite() {
+            let interval = h.interval_days.max(1.0);
+            let due = h.last_purchase + (interval as f64 * crate::model::SECONDS_PER_DAY) as i64;
+            (interval, due)
+        } else {
+            (0.0, 0)
+        };
         Contribution {
             item: ItemIdx(h.item),
             raw: (orders * share + REPEAT_PRIOR_ORDERS * rate) / (orders + REPEAT_PRIOR_ORDERS),
             source: Some(ItemIdx(h.item)),
             evidence: Evidence {
                 support: h.purchases,
+                interval_days,
+                due_at,
                 ..Default::default()
             },
         }
@@ -773,4 +783,110 @@ pub fn buy_again_list(
     due.retain(|d| filter.allows(d.item));
     due.truncate(k);
     due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::model_from_log;
+    use crate::config::BuildConfig;
+    use crate::ids::Interner;
+    use crate::ingest::{OrderHeader, OrderLine, OrderLog};
+    use crate::progress::{Progress, StageClock};
+    use crate::rank::request::FilterSpec;
+
+    /// Items: 0 = milk, 1 = lamp, 2 = bread. Customers 0..10 buy milk and bread in each of three
+    /// weekly orders and a lamp once; customer 10 ("new") placed one order {milk, lamp};
+    /// customer 11 ("lamps") bought a lamp in twelve weekly orders, then milk once.
+    fn model() -> Model {
+        let mut log = OrderLog {
+            items: Interner::from_names(vec!["milk".into(), "lamp".into(), "bread".into()]),
+            customers: Interner::from_names((0..12).map(|c| format!("c{c}")).collect()),
+            ..Default::default()
+        };
+        let mut order = |customer: u32, week: i64, items: &[u32]| {
+            let o = log.orders.len() as u32;
+            log.orders.push(OrderHeader {
+                customer,
+                timestamp: week * 7 * 86_400,
+            });
+            log.lines.extend(items.iter().map(|&item| OrderLine {
+                order: o,
+                item,
+                quantity: 1.0,
+                unit_price: 1.0,
+            }));
+        };
+        for c in 0..10 {
+            order(c, 0, &[0, 1, 2]);
+            order(c, 1, &[0, 2]);
+            order(c, 2, &[0, 2]);
+        }
+        order(10, 3, &[0, 1]);
+        for week in 0..12 {
+            order(11, week, &[1]);
+        }
+        order(11, 12, &[0]);
+        log.line_titles = vec![None; 3];
+        let data = model_from_log(
+            &log,
+            &[],
+            &BuildConfig::default(),
+            &mut StageClock::default(),
+            &Progress::hidden(),
+        );
+        Model::new("test".into(), data)
+    }
+
+    fn repeat_only(model: &Model, customer: &str) -> Vec<String> {
+        let blend = Blend {
+            context_bought_together: 0.0,
+            context_next_order: 0.0,
+            history_bought_together: 0.0,
+            history_next_order: 0.0,
+            buy_again: 0.0,
+            repeat: 1.0,
+            upsell: 0.0,
+            popular: 0.0,
+        };
+        let query = RecommendQuery {
+            customer_id: Some(customer.into()),
+            surface: Surface::Home,
+            context: Vec::new(),
+            k: 10,
+            filters: FilterSpec {
+                purchased: super::super::request::PurchasedPolicy::Include,
+                ..FilterSpec::default()
+            },
+            as_of: None,
+        };
+        recommend_with(model, &query, &blend)
+            .items
+            .iter()
+            .map(|r| model.item_id(r.item).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn after_one_order_the_items_others_rebuy_come_first() {
+        let model = model();
+        // Milk follows itself in the next order 20 of 20 times; the lamp only for the lamp lover
+        // (11 of its 12 orders), never for the ten others.
+        let stats = &model.data.repurchase;
+        assert_eq!(
+            (stats[0].next_order_repeats, stats[0].next_order_exposures),
+            (20, 20)
+        );
+        assert_eq!(
+            (stats[1].next_order_repeats, stats[1].next_order_exposures),
+            (11, 22)
+        );
+        assert_eq!(repeat_only(&model, "c10"), ["milk", "lamp"]);
+    }
+
+    #[test]
+    fn after_a_dozen_orders_a_customers_own_habit_outweighs_the_population_rate() {
+        let model = model();
+        assert_eq!(repeat_only(&model, "c11"), ["lamp", "milk"]);
+    }
 }

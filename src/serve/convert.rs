@@ -214,10 +214,12 @@ fn evidence_text(model: &Model, rec: &Recommendation) -> String {
             "{} customers who bought {source} bought this in a following order",
             e.support
         ),
-        Reason::BuyAgain => format!(
+        Reason::BuyAgain if e.interval_days > 0.0 => format!(
             "bought {} times, about every {:.0} days",
             e.support, e.interval_days
         ),
+        Reason::BuyAgain if e.support == 1 => "bought before".to_owned(),
+        Reason::BuyAgain => format!("bought {} times", e.support),
         Reason::Upsell => format!(
             "same kind as {source}, {:.0}% pricier",
             100.0 * (e.price_ratio - 1.0)

@@ -3,6 +3,7 @@
 //! client.
 
 mod build;
+mod eval;
 mod filters;
 mod fixtures;
 mod loadgen;
