@@ -38,6 +38,21 @@ pub struct BuildConfig {
     pub replenish_min_repeat_buyers: u32,
     /// Items kept per category in the popularity lists.
     pub top_per_category: usize,
+    /// Item embedding dimension (0 turns embeddings, the similar-items index and the signals
+    /// built on them off).
+    pub embedding_dim: usize,
+    /// Items in at least this many orders get a vector of their own; rarer ones one derived
+    /// from the items they were bought with, or their category (see `build::embed`).
+    pub embedding_min_orders: u32,
+    /// Positive-PMI entries kept per item before the factorisation.
+    pub embedding_row_entries: usize,
+    /// Power iterations of the randomised eigendecomposition (more: closer to the exact one).
+    pub embedding_power_iterations: usize,
+    /// Seed of the random projection: the same orders and seed give the same vectors.
+    pub embedding_seed: u64,
+    /// Catalogues with at least this many embedded items are searched through an HNSW index;
+    /// smaller ones by an exact scan (faster there, see README "Similar items").
+    pub hnsw_min_items: usize,
     /// Ranking weights per surface (`[model.blend.home]`, ...); unset surfaces use the built-in
     /// weights. `cobuy eval --write-blend` writes weights tuned on validation users.
     pub blend: SurfaceBlends,
@@ -59,6 +74,12 @@ impl Default for BuildConfig {
             replenish_min_share: 0.1,
             replenish_min_repeat_buyers: 3,
             top_per_category: 100,
+            embedding_dim: 64,
+            embedding_min_orders: 3,
+            embedding_row_entries: 200,
+            embedding_power_iterations: 3,
+            embedding_seed: 2023,
+            hnsw_min_items: 20_000,
             blend: SurfaceBlends::default(),
         }
     }
@@ -84,6 +105,12 @@ impl BuildConfig {
         }
         if self.min_support == 0 {
             return bad("min_support must be >= 1");
+        }
+        if self.embedding_dim > 512 {
+            return bad("embedding_dim must be <= 512");
+        }
+        if self.embedding_min_orders == 0 || self.embedding_row_entries == 0 {
+            return bad("embedding_min_orders and embedding_row_entries must be >= 1");
         }
         self.blend.validate().map_err(MappingError::Invalid)?;
         Ok(self)

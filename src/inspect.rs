@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::ids::{CustomerIdx, ItemIdx};
 use crate::model::store::Manifest;
-use crate::model::{Model, NONE, NeighbourLists, SECONDS_PER_DAY};
+use crate::model::{Model, NONE, NeighbourLists, SECONDS_PER_DAY, VectorSource};
 use crate::rank::buy_again::buy_again;
 
 /// A date for display: calendar date, or `day N` for relative-time models.
@@ -64,6 +64,18 @@ pub fn summary(model: &Model, manifest: &Manifest) -> String {
         d.bought_together.items.len(),
         d.next_order.items.len(),
         d.items.replenishable.iter().filter(|&&r| r).count()
+    );
+    let e = &d.embeddings;
+    let count = |source: VectorSource| e.source.iter().filter(|&&s| s == source).count();
+    let _ = writeln!(
+        out,
+        "embeddings dim {}: {} from own orders, {} from basket mates, {} from category; \
+         similar items by {:?}",
+        e.dim,
+        count(VectorSource::Orders),
+        count(VectorSource::Baskets),
+        count(VectorSource::Category),
+        model.similar
     );
     let top: Vec<String> = d
         .popularity
@@ -156,6 +168,33 @@ pub fn item_report(model: &Model, item: ItemIdx, k: usize) -> String {
         true,
     );
     neighbour_table(&mut out, model, item, &d.next_order, "next order", k, false);
+    let _ = writeln!(
+        out,
+        "\nsimilar items (embedding: {:?})",
+        d.embeddings.source[i]
+    );
+    if let Some(query) = d.embeddings.of(item) {
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<52} {:>7} {:>9}",
+            "#", "item", "cosine", "price"
+        );
+        let hits = model
+            .similar
+            .search(&d.embeddings, query, k, &|other: ItemIdx| other != item);
+        for (rank, s) in hits.iter().enumerate() {
+            let mut label = item_label(model, s.item);
+            label.truncate(52);
+            let _ = writeln!(
+                out,
+                "{:>3}  {:<52} {:>7.3} {:>9.2}",
+                rank + 1,
+                label,
+                s.similarity,
+                d.items.price[s.item.ix()]
+            );
+        }
+    }
     out
 }
 

@@ -307,6 +307,10 @@ struct InspectArgs {
     /// Rows per list.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// Measure the similarity index's recall@10 against exact search (1,000 sampled items as
+    /// queries) and fail if it is below this value.
+    #[arg(long)]
+    check_recall: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -662,8 +666,21 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         .context("build failed; nothing was published")?;
     let mut config = serde_json::to_value(&mapping)?;
     config["mapping_file"] = serde_json::Value::String(args.input.mapping.display().to_string());
+    let index_started = std::time::Instant::now();
+    let index = {
+        let _span = tracing::info_span!("build_stage", stage = "similar index").entered();
+        cobuy::model::similar::SimilarIndex::build(&data.embeddings, data.config.hnsw_min_items)
+    };
+    report.stages.push(cobuy::progress::StageTiming {
+        stage: format!(
+            "similar index ({})",
+            if index.is_graph() { "hnsw" } else { "exact" }
+        ),
+        seconds: index_started.elapsed().as_secs_f64(),
+        peak_rss_mib: cobuy::progress::peak_rss_mib(),
+    });
     let write_started = std::time::Instant::now();
-    store::publish(&args.out, &data, config.clone(), &report)
+    store::publish_with_index(&args.out, &data, &index, config.clone(), &report)
         .context("publishing the model failed")?;
     report.stages.push(cobuy::progress::StageTiming {
         stage: "write + publish".into(),
@@ -743,6 +760,29 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     };
     let model = store::load_version(&dir)?;
     let manifest = store::read_manifest(&dir)?;
+    if let Some(minimum) = args.check_recall {
+        let r = cobuy::model::similar::recall_against_exact(
+            &model.similar,
+            &model.data.embeddings,
+            1000,
+            10,
+            2023,
+        );
+        let mut out = std::io::stdout().lock();
+        use std::io::Write as _;
+        writeln!(
+            out,
+            "similar items by {:?}: recall@{} {:.4} against exact search over {} queries (ef {})",
+            model.similar, r.k, r.recall, r.queries, r.ef
+        )?;
+        anyhow::ensure!(
+            r.recall >= minimum,
+            "recall@{} {:.4} is below the required {minimum}",
+            r.k,
+            r.recall
+        );
+        return Ok(());
+    }
     let text = match (&args.item, &args.customer) {
         (Some(id), _) => {
             let item = model

@@ -3,6 +3,7 @@
 
 pub mod baskets;
 pub mod cooccur;
+pub mod embed;
 pub mod history;
 mod items;
 mod popularity;
@@ -139,6 +140,19 @@ pub fn model_from_log(
     let popularity = clock.run("popularity", || {
         popularity::compute(log, &items.items, &items.categories, time.last_order, cfg)
     });
+    let embeddings = clock.run("embeddings", || {
+        let bar = progress.stage("embeddings", n_items);
+        let vectors = embed::compute(
+            &baskets,
+            &items.items.order_count,
+            &items.items.category,
+            &items.categories,
+            cfg,
+            &bar,
+        );
+        bar.finish(n_items);
+        vectors
+    });
     let mut repurchase = history.repurchase;
     repurchase.resize(items.items.len(), Default::default());
     ModelData {
@@ -154,6 +168,7 @@ pub fn model_from_log(
         next_order_repeat_prior: history.next_order_repeat_prior,
         popularity,
         customers: history.customers,
+        embeddings,
     }
 }
 

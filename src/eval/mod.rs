@@ -37,6 +37,7 @@ use crate::build::model_from_log;
 use crate::config::BuildConfig;
 use crate::ids::ItemIdx;
 use crate::ingest::{CatalogEntry, OrderLog};
+use crate::model::similar::SimilarIndex;
 use crate::model::{Model, NONE};
 use crate::progress::{Progress, StageClock};
 use crate::rank::blend::bought_together_list;
@@ -327,16 +328,7 @@ fn basket_protocol(
             &kept,
             false,
         );
-        let model = Model::new(
-            format!("eval-fold-{fold}"),
-            model_from_log(
-                &train_log,
-                catalog,
-                build,
-                &mut StageClock::default(),
-                &Progress::hidden(),
-            ),
-        );
+        let model = fold_model(fold, &train_log, catalog, build);
         let cases = |ids: &[usize]| -> Vec<Case<'_>> {
             ids.iter()
                 .map(|&u| Case::new(log, &users[u], known(u), target_of(u)))
@@ -434,6 +426,26 @@ fn basket_protocol(
     bar.finish(cfg.folds as u64);
     result.methods = summarise(folds, &result.category_names);
     result.into_public()
+}
+
+/// The model of one fold's training data. Similar items come from an exact scan: eval measures
+/// the ranking, not the approximation of the HNSW graph (whose recall `cobuy inspect
+/// --check-recall` measures), and building a graph per fold would cost more than the scans.
+fn fold_model(
+    fold: usize,
+    train_log: &OrderLog,
+    catalog: &[Option<CatalogEntry>],
+    build: &BuildConfig,
+) -> Model {
+    let data = model_from_log(
+        train_log,
+        catalog,
+        build,
+        &mut StageClock::default(),
+        &Progress::hidden(),
+    );
+    let index = SimilarIndex::exact_for(&data.embeddings);
+    Model::with_index(format!("eval-fold-{fold}"), data, index)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -584,16 +596,7 @@ fn bought_together(
             &every_item,
             true,
         );
-        let model = Model::new(
-            format!("eval-fold-{fold}"),
-            model_from_log(
-                &train_log,
-                catalog,
-                build,
-                &mut StageClock::default(),
-                &Progress::hidden(),
-            ),
-        );
+        let model = fold_model(fold, &train_log, catalog, build);
         let ranges = dataset::order_line_ranges(&train_log);
         let train_baskets: Vec<Vec<u32>> = ranges
             .iter()

@@ -3,6 +3,7 @@
 //! Tables are struct-of-arrays or CSR (offsets + flat values) indexed by [`ItemIdx`] and
 //! [`CustomerIdx`], so a request touches a few contiguous slices and never allocates to look up.
 
+pub mod similar;
 pub mod store;
 
 use rustc_hash::FxHashMap;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BuildConfig;
 use crate::ids::{CustomerIdx, ItemIdx};
+use similar::SimilarIndex;
 
 /// Marks "no category" / "no brand" / "no parent".
 pub const NONE: u32 = u32::MAX;
@@ -154,6 +156,50 @@ impl RepurchaseStats {
     }
 }
 
+/// How an item got its embedding (see `build::embed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VectorSource {
+    /// None: the item is never a similarity neighbour.
+    None,
+    /// Its own row of the factorised PPMI matrix (enough orders).
+    Orders,
+    /// The mean of the vectors of the items it was bought with (a rare item).
+    Baskets,
+    /// Its category's centroid (a rare item bought only with other rare items).
+    Category,
+}
+
+/// Unit-length item vectors, row-major by item index; zero rows where the source is `None`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Embeddings {
+    pub dim: usize,
+    pub vectors: Vec<f32>,
+    pub source: Vec<VectorSource>,
+}
+
+impl Embeddings {
+    /// The item's vector, if it has one.
+    pub fn of(&self, item: ItemIdx) -> Option<&[f32]> {
+        match self.source.get(item.ix()) {
+            Some(VectorSource::None) | None => None,
+            Some(_) => Some(&self.vectors[item.ix() * self.dim..(item.ix() + 1) * self.dim]),
+        }
+    }
+
+    /// Items with a vector.
+    pub fn embedded(&self) -> usize {
+        self.source
+            .iter()
+            .filter(|&&s| s != VectorSource::None)
+            .count()
+    }
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// Popularity signals.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Popularity {
@@ -257,6 +303,7 @@ pub struct ModelData {
     pub next_order_repeat_prior: f32,
     pub popularity: Popularity,
     pub customers: CustomerTable,
+    pub embeddings: Embeddings,
 }
 
 /// A loaded model with its lookup indexes.
@@ -264,12 +311,22 @@ pub struct ModelData {
 pub struct Model {
     pub version: String,
     pub data: ModelData,
+    /// Nearest neighbours in the embedding space.
+    pub similar: SimilarIndex,
     item_index: FxHashMap<String, u32>,
     customer_index: FxHashMap<String, u32>,
 }
 
 impl Model {
+    /// A model over freshly computed tables; builds its similarity index (seconds for a large
+    /// catalogue).
     pub fn new(version: String, data: ModelData) -> Self {
+        let similar = SimilarIndex::build(&data.embeddings, data.config.hnsw_min_items);
+        Self::with_index(version, data, similar)
+    }
+
+    /// A model with an index built or loaded beforehand.
+    pub fn with_index(version: String, data: ModelData, similar: SimilarIndex) -> Self {
         let item_index = data
             .items
             .ids
@@ -287,6 +344,7 @@ impl Model {
         Self {
             version,
             data,
+            similar,
             item_index,
             customer_index,
         }

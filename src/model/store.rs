@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::similar::{HNSW_FILES, SimilarIndex};
 use super::{Model, ModelData};
 use crate::build::BuildReport;
 use crate::error::StoreError;
@@ -62,10 +63,23 @@ pub fn new_version_name(root: &Path) -> String {
         .unwrap_or(base)
 }
 
-/// Writes a model version aside and publishes it as `CURRENT`. Returns the version directory.
+/// Writes a model version aside and publishes it as `CURRENT`, building its similarity index
+/// first. Returns the version directory.
 pub fn publish(
     root: &Path,
     data: &ModelData,
+    config: serde_json::Value,
+    report: &BuildReport,
+) -> Result<PathBuf, StoreError> {
+    let index = SimilarIndex::build(&data.embeddings, data.config.hnsw_min_items);
+    publish_with_index(root, data, &index, config, report)
+}
+
+/// [`publish`] with an index built beforehand (a graph index is dumped beside `model.bin`).
+pub fn publish_with_index(
+    root: &Path,
+    data: &ModelData,
+    index: &SimilarIndex,
     config: serde_json::Value,
     report: &BuildReport,
 ) -> Result<PathBuf, StoreError> {
@@ -80,6 +94,14 @@ pub fn publish(
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()))
     })?;
+    let mut files = vec![FileChecksum {
+        name: MODEL_BIN.into(),
+        bytes: checksum.0,
+        sha256: checksum.1,
+    }];
+    for path in index.dump(&staging)? {
+        files.push(checksum_of(&path)?);
+    }
     let manifest = Manifest {
         version: version.clone(),
         format_version: FORMAT_VERSION,
@@ -87,11 +109,7 @@ pub fn publish(
         built_at: chrono::Utc::now().to_rfc3339(),
         config,
         report: report.clone(),
-        files: vec![FileChecksum {
-            name: MODEL_BIN.into(),
-            bytes: checksum.0,
-            sha256: checksum.1,
-        }],
+        files,
     };
     let manifest_path = staging.join(MANIFEST);
     write_hashed(&manifest_path, |w| {
@@ -170,34 +188,54 @@ pub fn load_version(dir: &Path) -> Result<Model, StoreError> {
             ),
         });
     }
-    let bin_path = dir.join(MODEL_BIN);
-    let expected = manifest
-        .files
-        .iter()
-        .find(|f| f.name == MODEL_BIN)
-        .ok_or_else(|| StoreError::Invalid {
+    if !manifest.files.iter().any(|f| f.name == MODEL_BIN) {
+        return Err(StoreError::Invalid {
             path: dir.to_path_buf(),
             what: format!("manifest lists no {MODEL_BIN}"),
-        })?;
-    let bytes = fs::read(&bin_path).map_err(StoreError::io(&bin_path))?;
-    let found = hex(&Sha256::digest(&bytes));
-    if found != expected.sha256 || bytes.len() as u64 != expected.bytes {
-        return Err(StoreError::Checksum {
-            path: bin_path,
-            expected: expected.sha256.clone(),
-            found,
         });
     }
+    let mut bytes = Vec::new();
+    for expected in &manifest.files {
+        if expected.name.contains('/') || expected.name.starts_with('.') {
+            return Err(StoreError::Invalid {
+                path: dir.to_path_buf(),
+                what: format!("manifest names the file {:?}", expected.name),
+            });
+        }
+        let path = dir.join(&expected.name);
+        let content = fs::read(&path).map_err(StoreError::io(&path))?;
+        let found = hex(&Sha256::digest(&content));
+        if found != expected.sha256 || content.len() as u64 != expected.bytes {
+            return Err(StoreError::Checksum {
+                path,
+                expected: expected.sha256.clone(),
+                found,
+            });
+        }
+        if expected.name == MODEL_BIN {
+            bytes = content;
+        }
+    }
+    let bin_path = dir.join(MODEL_BIN);
     let (data, _): (ModelData, usize) = bincode::serde::decode_from_slice(&bytes, bincode_config())
         .map_err(|e| StoreError::Decode {
             path: bin_path.clone(),
             what: e.to_string(),
         })?;
+    drop(bytes);
     validate(&data).map_err(|what| StoreError::Invalid {
         path: dir.to_path_buf(),
         what,
     })?;
-    Ok(Model::new(manifest.version, data))
+    let has_graph = HNSW_FILES
+        .iter()
+        .all(|f| manifest.files.iter().any(|m| &m.name == f));
+    let index = if has_graph {
+        SimilarIndex::load(dir, &data.embeddings)?
+    } else {
+        SimilarIndex::build(&data.embeddings, data.config.hnsw_min_items)
+    };
+    Ok(Model::with_index(manifest.version, data, index))
 }
 
 /// Structural checks that keep every index in bounds at request time.
@@ -217,6 +255,10 @@ fn validate(data: &ModelData) -> Result<(), String> {
     ];
     if same.iter().any(|&len| len != n) {
         return Err("item tables differ in length".into());
+    }
+    let e = &data.embeddings;
+    if e.source.len() != n || e.vectors.len() != n * e.dim {
+        return Err("embedding table does not match the items".into());
     }
     for (name, lists) in [
         ("bought_together", &data.bought_together),
@@ -238,6 +280,7 @@ fn validate(data: &ModelData) -> Result<(), String> {
     if c.history_offsets.len() != nc + 1
         || c.last_order_offsets.len() != nc + 1
         || c.orders.len() != nc
+        || c.order_weight.len() != nc
     {
         return Err("customer tables differ in length".into());
     }
@@ -344,6 +387,22 @@ fn write_hashed(
     })?;
     file.sync_all().map_err(StoreError::io(path))?;
     Ok((bytes, hex(&hasher.finalize())))
+}
+
+/// Size and SHA-256 of a file written by someone else (the HNSW dump).
+fn checksum_of(path: &Path) -> Result<FileChecksum, StoreError> {
+    let mut file = File::open(path).map_err(StoreError::io(path))?;
+    file.sync_all().map_err(StoreError::io(path))?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher).map_err(StoreError::io(path))?;
+    Ok(FileChecksum {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        bytes,
+        sha256: hex(&hasher.finalize()),
+    })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
