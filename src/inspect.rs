@@ -7,6 +7,8 @@ use crate::ids::{CustomerIdx, ItemIdx};
 use crate::model::store::Manifest;
 use crate::model::{Model, NONE, NeighbourLists, SECONDS_PER_DAY, VectorSource};
 use crate::rank::buy_again::buy_again;
+use crate::rank::request::DEFAULT_UPSELL_MAX_RATIO;
+use crate::rank::upsell::upsell;
 
 /// A date for display: calendar date, or `day N` for relative-time models.
 pub fn format_time(model: &Model, t: i64) -> String {
@@ -194,6 +196,32 @@ pub fn item_report(model: &Model, item: ItemIdx, k: usize) -> String {
                 d.items.price[s.item.ix()]
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "\nupsell (pricier, at most {DEFAULT_UPSELL_MAX_RATIO}x)"
+    );
+    let _ = writeln!(
+        out,
+        "{:>3}  {:<52} {:>7} {:>9} {:>6}  category",
+        "#", "item", "cosine", "price", "ratio"
+    );
+    for (rank, u) in upsell(model, item, DEFAULT_UPSELL_MAX_RATIO, k, |_| true)
+        .iter()
+        .enumerate()
+    {
+        let mut label = item_label(model, u.item);
+        label.truncate(52);
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<52} {:>7.3} {:>9.2} {:>6.2}  {}",
+            rank + 1,
+            label,
+            u.similarity,
+            d.items.price[u.item.ix()],
+            u.price_ratio,
+            category_of(model, u.item)
+        );
     }
     out
 }

@@ -186,11 +186,18 @@ impl Embeddings {
         }
     }
 
-    /// Items with a vector.
-    pub fn embedded(&self) -> usize {
+    /// Whether the item is a possible answer of similarity search: only items with a vector of
+    /// their own. Derived vectors (rare items) serve as queries; as answers they would be
+    /// near-copies of the popular items they were bought with.
+    pub fn indexed(&self, item: ItemIdx) -> bool {
+        self.source.get(item.ix()) == Some(&VectorSource::Orders)
+    }
+
+    /// Items that similarity search can return.
+    pub fn indexed_count(&self) -> usize {
         self.source
             .iter()
-            .filter(|&&s| s != VectorSource::None)
+            .filter(|&&s| s == VectorSource::Orders)
             .count()
     }
 }

@@ -100,7 +100,7 @@ impl SimilarIndex {
     /// The index a model of these embeddings uses: a graph from `hnsw_min_items` embedded
     /// items on, an exact scan below.
     pub fn build(embeddings: &Embeddings, hnsw_min_items: usize) -> SimilarIndex {
-        let embedded = embeddings.embedded();
+        let embedded = embeddings.indexed_count();
         if embedded == 0 {
             return SimilarIndex::Empty;
         }
@@ -112,7 +112,7 @@ impl SimilarIndex {
 
     /// An exact scan (or nothing, without vectors), whatever the catalogue size: the oracle.
     pub fn exact_for(embeddings: &Embeddings) -> SimilarIndex {
-        if embeddings.embedded() == 0 {
+        if embeddings.indexed_count() == 0 {
             SimilarIndex::Empty
         } else {
             SimilarIndex::Exact
@@ -156,12 +156,12 @@ impl SimilarIndex {
                 }
             })?;
         let points = graph.with_dependent(|_, g| g.get_nb_point());
-        if points != embeddings.embedded() {
+        if points != embeddings.indexed_count() {
             return Err(StoreError::Invalid {
                 path: dir.join(HNSW_FILES[0]),
                 what: format!(
                     "the graph holds {points} items, the model {} embedded ones",
-                    embeddings.embedded()
+                    embeddings.indexed_count()
                 ),
             });
         }
@@ -209,6 +209,7 @@ impl SimilarIndex {
 
 fn build_graph(embeddings: &Embeddings) -> Graph<'static> {
     let points: Vec<(Vec<f32>, usize)> = (0..embeddings.source.len())
+        .filter(|&i| embeddings.indexed(ItemIdx(i as u32)))
         .filter_map(|i| embeddings.of(ItemIdx(i as u32)).map(|v| (v.to_vec(), i)))
         .collect();
     let graph = Hnsw::new(
@@ -239,7 +240,7 @@ pub fn exact(
         .enumerate()
         .filter_map(|(i, v)| {
             let item = ItemIdx(i as u32);
-            (embeddings.source[i] != VectorSource::None && allow(item)).then(|| Similar {
+            (embeddings.source[i] == VectorSource::Orders && allow(item)).then(|| Similar {
                 item,
                 similarity: dot(query, v),
             })
@@ -271,8 +272,9 @@ pub struct Recall {
     pub ef: usize,
 }
 
-/// Recall@k of the index against exact search, with the vectors of `queries` embedded items
-/// (a seeded sample) as queries and each query's own item excluded from both answers.
+/// Recall@k of the index against exact search, with the vectors of `queries` items with a
+/// vector (a seeded sample, derived vectors included) as queries and each query's own item
+/// excluded from both answers.
 pub fn recall_against_exact(
     index: &SimilarIndex,
     embeddings: &Embeddings,

@@ -449,6 +449,7 @@ fn rank_into(
                     source: Some(anchor),
                     evidence: Evidence {
                         price_ratio: u.price_ratio,
+                        similarity: u.similarity,
                         ..Default::default()
                     },
                 });
@@ -755,10 +756,60 @@ pub fn upsell_list(
             sources: vec![anchor],
             evidence: Evidence {
                 price_ratio: u.price_ratio,
+                similarity: u.similarity,
                 ..Default::default()
             },
         })
         .collect();
+    RankedList {
+        items,
+        unknown_item_ids: Vec::new(),
+        cold_start: view.customer.is_none(),
+    }
+}
+
+/// `SimilarItems`: the item's nearest neighbours in the embedding space that pass the filters
+/// (applied during the search, so a selective filter still fills the list when it can).
+pub fn similar_list(
+    model: &Model,
+    customer_id: Option<&str>,
+    item_id: &str,
+    k: usize,
+    filters: &super::request::FilterSpec,
+) -> RankedList {
+    let Some(anchor) = model.item(item_id) else {
+        return RankedList {
+            items: Vec::new(),
+            unknown_item_ids: vec![item_id.to_owned()],
+            cold_start: true,
+        };
+    };
+    let view = customer_view(
+        model,
+        customer_id,
+        model.data.time.last_order,
+        DEFAULT_HORIZON_DAYS,
+    );
+    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &view.due_now());
+    let embeddings = &model.data.embeddings;
+    let items = match embeddings.of(anchor) {
+        None => Vec::new(),
+        Some(query) => model
+            .similar
+            .search(embeddings, query, k, &|i| filter.allows(i))
+            .into_iter()
+            .map(|s| Recommendation {
+                item: s.item,
+                score: s.similarity,
+                reason: Reason::Similar,
+                sources: vec![anchor],
+                evidence: Evidence {
+                    similarity: s.similarity,
+                    ..Default::default()
+                },
+            })
+            .collect(),
+    };
     RankedList {
         items,
         unknown_item_ids: Vec::new(),

@@ -208,6 +208,8 @@ pub struct Evidence {
     pub interval_days: f32,
     pub due_at: i64,
     pub price_ratio: f32,
+    /// Cosine similarity of the item's and the source's embeddings.
+    pub similarity: f32,
 }
 
 /// One ranked item.

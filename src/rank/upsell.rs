@@ -1,13 +1,20 @@
-//! Upsell: a better, pricier alternative to an item. Candidates come from the anchor's leaf
-//! category first and widen to its ancestors only when the leaf has too few; each must cost
-//! strictly more than the anchor and at most `max_ratio` times as much.
+//! Upsell: a better, pricier alternative to an item. Every candidate costs strictly more than
+//! the anchor and at most `max_ratio` times as much; items without a known price never qualify.
 //!
-//! Score = category closeness (leaf 1, parent 0.6, grandparent 0.35, ...) × popularity
-//! (log of recent orders, normalised) × a mild preference for small steps up the price ladder
-//! × 1.1 for the same brand. Items without a known price are never upsells.
+//! Candidates come from two places:
+//! - the anchor's category: its leaf's popular items first, widening to ancestors only when the
+//!   leaf has too few;
+//! - the anchor's nearest neighbours in the embedding space (the same kind of thing, by what
+//!   it is bought with), kept to the anchor's leaf or parent category when the catalogue has
+//!   categories, from anywhere when it has none (a shop without a catalogue still gets upsells).
+//!
+//! Score = category closeness (leaf 1, parent 0.4, grandparent 0.2, ...; 1 without categories)
+//! × similarity (`0.5 + 0.5 · max(cos, 0)`; 0.75 when either item has no vector) × popularity
+//! (`0.2 +` log of recent orders, normalised) × a mild preference for small steps up the price
+//! ladder × 1.1 for the same brand.
 
 use crate::ids::ItemIdx;
-use crate::model::{Model, NONE};
+use crate::model::{Model, NONE, dot};
 
 /// One upsell candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -15,9 +22,18 @@ pub struct UpsellCandidate {
     pub item: ItemIdx,
     pub score: f32,
     pub price_ratio: f32,
+    /// Cosine similarity to the anchor; 0 when either has no vector.
+    pub similarity: f32,
 }
 
-const CLOSENESS: [f32; 4] = [1.0, 0.6, 0.35, 0.2];
+const CLOSENESS: [f32; 4] = [1.0, 0.4, 0.2, 0.1];
+/// Similarity factor of candidates without a vector: between an unrelated and a twin item.
+const UNKNOWN_SIMILARITY: f32 = 0.75;
+/// Embedding neighbours considered per requested upsell.
+const NEIGHBOURS_PER_RESULT: usize = 3;
+/// Embedding candidates must share the anchor's category down to this depth from the leaf
+/// (0 = the leaf itself, 1 = its parent).
+const MAX_NEIGHBOUR_DEPTH: usize = 1;
 
 /// Pricier alternatives to `anchor`, best first, at most `limit`, each passing `allow`.
 pub fn upsell(
@@ -25,15 +41,27 @@ pub fn upsell(
     anchor: ItemIdx,
     max_ratio: f32,
     limit: usize,
-    allow: impl Fn(ItemIdx) -> bool,
+    allow: impl Fn(ItemIdx) -> bool + Sync,
 ) -> Vec<UpsellCandidate> {
     let data = &model.data;
     let items = &data.items;
     let anchor_price = items.price[anchor.ix()];
-    let leaf = items.category[anchor.ix()];
-    if anchor_price.is_nan() || anchor_price <= 0.0 || leaf == NONE {
+    if anchor_price.is_nan() || anchor_price <= 0.0 || limit == 0 {
         return Vec::new();
     }
+    let in_band = |candidate: ItemIdx| {
+        let ratio = items.price[candidate.ix()] / anchor_price;
+        candidate != anchor && ratio > 1.0 && ratio <= max_ratio
+    };
+    let leaf = items.category[anchor.ix()];
+    let lineage: Vec<u32> = data.categories.lineage(leaf).collect();
+    // Depth of the closest category `candidate` shares with the anchor, if any.
+    let shared_depth = |candidate: ItemIdx| -> Option<usize> {
+        let theirs = items.category[candidate.ix()];
+        data.categories
+            .lineage(theirs)
+            .find_map(|c| lineage.iter().position(|&a| a == c))
+    };
     let max_log_pop = data
         .popularity
         .recent
@@ -42,35 +70,69 @@ pub fn upsell(
         .fold(0.0f32, f32::max)
         .ln_1p()
         .max(1e-6);
+    let embeddings = &data.embeddings;
+    let anchor_vector = embeddings.of(anchor);
     let anchor_brand = items.brand[anchor.ix()];
+    let score = |candidate: ItemIdx, depth: usize| -> UpsellCandidate {
+        let ratio = items.price[candidate.ix()] / anchor_price;
+        let closeness = if leaf == NONE {
+            1.0
+        } else {
+            CLOSENESS.get(depth).copied().unwrap_or(0.1)
+        };
+        let similarity = match (anchor_vector, embeddings.of(candidate)) {
+            (Some(a), Some(c)) => dot(a, c),
+            _ => 0.0,
+        };
+        let similar = if anchor_vector.is_some() && embeddings.of(candidate).is_some() {
+            0.5 + 0.5 * similarity.max(0.0)
+        } else {
+            UNKNOWN_SIMILARITY
+        };
+        let popularity = data.popularity.recent[candidate.ix()].ln_1p() / max_log_pop;
+        let step = 1.0 - 0.5 * (ratio - 1.0) / (max_ratio - 1.0).max(1e-6);
+        let brand = if anchor_brand != NONE && items.brand[candidate.ix()] == anchor_brand {
+            1.1
+        } else {
+            1.0
+        };
+        UpsellCandidate {
+            item: candidate,
+            score: closeness * similar * (0.2 + popularity) * step * brand,
+            price_ratio: ratio,
+            similarity,
+        }
+    };
+
     let mut out: Vec<UpsellCandidate> = Vec::new();
-    for (depth, category) in data.categories.lineage(leaf).enumerate() {
-        let closeness = CLOSENESS.get(depth).copied().unwrap_or(0.1);
+    if let Some(query) = anchor_vector {
+        let neighbour_ok = |candidate: ItemIdx| {
+            in_band(candidate)
+                && (leaf == NONE || shared_depth(candidate).is_some_and(|d| d <= MAX_NEIGHBOUR_DEPTH))
+                && allow(candidate)
+        };
+        for s in model.similar.search(
+            embeddings,
+            query,
+            NEIGHBOURS_PER_RESULT * limit,
+            &neighbour_ok,
+        ) {
+            let depth = if leaf == NONE {
+                0
+            } else {
+                shared_depth(s.item).unwrap_or(CLOSENESS.len())
+            };
+            out.push(score(s.item, depth));
+        }
+    }
+    for (depth, &category) in lineage.iter().enumerate() {
         for &c in data.popularity.top_in_category(category) {
             let candidate = ItemIdx(c);
-            let price = items.price[candidate.ix()];
-            let ratio = price / anchor_price;
-            if candidate == anchor
-                || !(ratio > 1.0 && ratio <= max_ratio)
-                || out.iter().any(|o| o.item == candidate)
+            if !in_band(candidate) || out.iter().any(|o| o.item == candidate) || !allow(candidate)
             {
                 continue;
             }
-            if !allow(candidate) {
-                continue;
-            }
-            let popularity = data.popularity.recent[candidate.ix()].ln_1p() / max_log_pop;
-            let step = 1.0 - 0.5 * (ratio - 1.0) / (max_ratio - 1.0).max(1e-6);
-            let brand = if anchor_brand != NONE && items.brand[candidate.ix()] == anchor_brand {
-                1.1
-            } else {
-                1.0
-            };
-            out.push(UpsellCandidate {
-                item: candidate,
-                score: closeness * (0.2 + popularity) * step * brand,
-                price_ratio: ratio,
-            });
+            out.push(score(candidate, depth));
         }
         if out.len() >= limit {
             break;

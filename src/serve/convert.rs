@@ -159,6 +159,25 @@ pub fn upsell_query(r: pb::UpsellRequest) -> Result<UpsellQuery, RequestError> {
     })
 }
 
+pub struct SimilarItemsQuery {
+    pub customer_id: Option<String>,
+    pub item_id: String,
+    pub k: usize,
+    pub filters: FilterSpec,
+}
+
+pub fn similar_items_query(r: pb::SimilarItemsRequest) -> Result<SimilarItemsQuery, RequestError> {
+    if r.item_id.is_empty() {
+        return Err(invalid("item_id", "must be set".into()));
+    }
+    Ok(SimilarItemsQuery {
+        k: request::validate_k(r.k)?,
+        filters: filters(r.filters)?,
+        customer_id: customer(r.customer_id),
+        item_id: r.item_id,
+    })
+}
+
 pub struct BuyAgainQuery {
     pub customer_id: String,
     pub as_of: Option<i64>,
@@ -224,7 +243,7 @@ fn evidence_text(model: &Model, rec: &Recommendation) -> String {
             "same kind as {source}, {:.0}% pricier",
             100.0 * (e.price_ratio - 1.0)
         ),
-        Reason::Similar => format!("similar to {source}"),
+        Reason::Similar => format!("bought in the same kinds of baskets as {source}"),
         Reason::Popular => format!("popular: in {} orders", e.support),
     }
 }
@@ -283,6 +302,7 @@ pub fn recommend_response(
                     typical_interval_days: e.interval_days,
                     due_at_seconds: e.due_at,
                     price_ratio: e.price_ratio,
+                    similarity: e.similarity,
                     text: evidence_text(model, rec),
                 }),
                 title,

@@ -165,6 +165,28 @@ impl pb::recommender_server::Recommender for RecommenderService {
         .await
     }
 
+    async fn similar_items(
+        &self,
+        request: Request<pb::SimilarItemsRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
+        self.handle("SimilarItems", request, |live, req| {
+            let q = convert::similar_items_query(req)?;
+            let list = rank::blend::similar_list(
+                &live.model,
+                q.customer_id.as_deref(),
+                &q.item_id,
+                q.k,
+                &q.filters,
+            );
+            Ok(convert::recommend_response(
+                &live.model,
+                list,
+                recommendation_id(),
+            ))
+        })
+        .await
+    }
+
     async fn buy_again(
         &self,
         request: Request<pb::BuyAgainRequest>,
@@ -232,6 +254,13 @@ impl pb::recommender_server::Recommender for NoopRecommender {
         _: Request<pb::BuyAgainRequest>,
     ) -> Result<Response<pb::BuyAgainResponse>, Status> {
         Ok(Response::new(pb::BuyAgainResponse::default()))
+    }
+
+    async fn similar_items(
+        &self,
+        _: Request<pb::SimilarItemsRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
+        Ok(Response::new(pb::RecommendResponse::default()))
     }
 }
 
