@@ -50,6 +50,9 @@ pub struct BuildConfig {
     pub embedding_power_iterations: usize,
     /// Seed of the random projection: the same orders and seed give the same vectors.
     pub embedding_seed: u64,
+    /// Items whose bought-together or next-order list is shorter than this get it extended with
+    /// their embedding neighbours' lists (entries with support 0); 0 turns this off.
+    pub backfill_min_list: usize,
     /// Catalogues with at least this many embedded items are searched through an HNSW index;
     /// smaller ones by an exact scan (faster there, see README "Similar items").
     pub hnsw_min_items: usize,
@@ -79,6 +82,7 @@ impl Default for BuildConfig {
             embedding_row_entries: 200,
             embedding_power_iterations: 3,
             embedding_seed: 2023,
+            backfill_min_list: 10,
             hnsw_min_items: 20_000,
             blend: SurfaceBlends::default(),
         }

@@ -97,6 +97,9 @@ struct EvalArgs {
     /// Rank with the mapping's configured weights instead of tuning them on validation users.
     #[arg(long)]
     no_tune: bool,
+    /// Skip the comparison with cobuy on a model built without embeddings (halves the time).
+    #[arg(long)]
+    no_ablation: bool,
     /// Print the results as JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -602,6 +605,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         },
         few_orders: args.few_orders,
         tune: !args.no_tune,
+        ablation: !args.no_ablation,
     };
     let dataset = args
         .input

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::baskets::{Baskets, NO_ORDER};
 use crate::config::BuildConfig;
+use crate::ids::ItemIdx;
 use crate::model::NeighbourLists;
 use crate::progress::StageProgress;
 
@@ -155,4 +156,73 @@ pub fn next_order(
             }
         }
     })
+}
+
+/// Scale of an inferred entry's score against the neighbour's own: `sim(i, j) · score(j → x)`
+/// times this, so an inferred entry rarely outranks what the item's own orders show.
+const BACKFILL_DAMPING: f32 = 0.5;
+
+/// Extends the lists of thin items (few entries of their own) with their embedding
+/// neighbours' lists: for thin item `i` with neighbours `j` (cosine `s_ij`), item `x` on `j`'s
+/// list gets `BACKFILL_DAMPING · max_j s_ij · score(j → x)`. Inferred entries have support 0
+/// (nothing was observed for the pair) and never repeat an own entry or name `i` itself; the
+/// list stays sorted and at most `top_n` long. `thin` pairs each thin item with its neighbours.
+pub fn backfill(
+    lists: &NeighbourLists,
+    thin: &[(u32, Vec<(u32, f32)>)],
+    top_n: usize,
+) -> NeighbourLists {
+    let n_items = lists.offsets.len().saturating_sub(1);
+    let mut extra: Vec<Vec<(u32, f32, u32)>> = vec![Vec::new(); n_items];
+    let inferred: Vec<(u32, Vec<(u32, f32, u32)>)> = thin
+        .par_iter()
+        .map(|(item, neighbours)| {
+            let own: Vec<u32> = lists.of(ItemIdx(*item)).map(|n| n.item.0).collect();
+            let room = top_n.saturating_sub(own.len());
+            let mut found: Vec<(u32, f32, u32)> = Vec::new();
+            for &(j, similarity) in neighbours {
+                if similarity <= 0.0 {
+                    continue;
+                }
+                for n in lists.of(ItemIdx(j)) {
+                    let x = n.item.0;
+                    if x == *item || own.contains(&x) {
+                        continue;
+                    }
+                    let score = BACKFILL_DAMPING * similarity * n.score;
+                    match found.iter_mut().find(|f| f.0 == x) {
+                        Some(f) => f.1 = f.1.max(score),
+                        None => found.push((x, score, 0)),
+                    }
+                }
+            }
+            top_n_by_score(&mut found, room);
+            (*item, found)
+        })
+        .collect();
+    for (item, found) in inferred {
+        extra[item as usize] = found;
+    }
+    let merged: Vec<Vec<(u32, f32, u32)>> = (0..n_items)
+        .map(|i| {
+            let mut list: Vec<(u32, f32, u32)> = lists
+                .of(ItemIdx(i as u32))
+                .map(|n| (n.item.0, n.score, n.support))
+                .collect();
+            list.append(&mut extra[i]);
+            top_n_by_score(&mut list, top_n);
+            list
+        })
+        .collect();
+    NeighbourLists::from_lists(merged)
+}
+
+/// Keeps the `n` best by score only (ties: lower index), sorted best first.
+fn top_n_by_score(scored: &mut Vec<(u32, f32, u32)>, n: usize) {
+    let order = |a: &(u32, f32, u32), b: &(u32, f32, u32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if scored.len() > n {
+        scored.select_nth_unstable_by(n, order);
+        scored.truncate(n);
+    }
+    scored.sort_unstable_by(order);
 }

@@ -377,3 +377,47 @@ fn derive_rare_vectors(
         }
     }
 }
+
+/// Rows of item vectors multiplied per block in [`nearest_indexed`]: a block's scores against
+/// 100k items take `BLOCK × 100k × 4` bytes.
+const BLOCK: usize = 512;
+
+/// The `k` most similar items with their own vector (see `Embeddings::indexed`) for each of
+/// `queries`, each query's own item excluded; exact, by blocked matrix products (ndarray), so
+/// build stages can ask for tens of thousands of items at once.
+pub fn nearest_indexed(embeddings: &Embeddings, queries: &[u32], k: usize) -> Vec<Vec<(u32, f32)>> {
+    let dim = embeddings.dim;
+    let indexed: Vec<u32> = (0..embeddings.source.len() as u32)
+        .filter(|&i| embeddings.source[i as usize] == VectorSource::Orders)
+        .collect();
+    if dim == 0 || indexed.is_empty() || k == 0 {
+        return vec![Vec::new(); queries.len()];
+    }
+    let row = |i: u32| &embeddings.vectors[i as usize * dim..(i as usize + 1) * dim];
+    let targets = Array2::from_shape_fn((dim, indexed.len()), |(d, t)| row(indexed[t])[d]);
+    queries
+        .par_chunks(BLOCK)
+        .flat_map_iter(|block| {
+            let q = Array2::from_shape_fn((block.len(), dim), |(r, d)| row(block[r])[d]);
+            let scores = q.dot(&targets);
+            block
+                .iter()
+                .enumerate()
+                .map(|(r, &item)| {
+                    // A sorted top-k by insertion: k is small, and a full candidate vector per
+                    // query would cost gigabytes over tens of thousands of queries.
+                    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+                    for (&s, &t) in scores.row(r).iter().zip(&indexed) {
+                        if t == item || (best.len() == k && s <= best[k - 1].1) {
+                            continue;
+                        }
+                        let at = best.partition_point(|b| b.1 >= s);
+                        best.insert(at, (t, s));
+                        best.truncate(k);
+                    }
+                    best
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BuildConfig;
 use crate::error::IngestError;
+use crate::ids::ItemIdx;
 use crate::ingest::{self, CatalogEntry, IngestOptions, IngestReport, OrderLog};
 use crate::mapping::Mapping;
 use crate::model::{ModelData, TimeSpan};
@@ -102,6 +103,9 @@ pub fn read_inputs(
     Ok((log, catalog))
 }
 
+/// Embedding neighbours whose lists back a thin item's lists.
+const BACKFILL_NEIGHBOURS: usize = 10;
+
 /// Computes every model table from a cleaned log. Also used by `cobuy eval` on training splits,
 /// so evaluation scores exactly what production builds.
 pub fn model_from_log(
@@ -153,6 +157,25 @@ pub fn model_from_log(
         bar.finish(n_items);
         vectors
     });
+    let (bought_together, next_order) = if cfg.backfill_min_list == 0 {
+        (bought_together, next_order)
+    } else {
+        clock.run("backfill thin lists", || {
+            let thin: Vec<u32> = (0..embeddings.source.len() as u32)
+                .filter(|&i| {
+                    embeddings.of(ItemIdx(i)).is_some()
+                        && (bought_together.len_of(ItemIdx(i)) < cfg.backfill_min_list
+                            || next_order.len_of(ItemIdx(i)) < cfg.backfill_min_list)
+                })
+                .collect();
+            let neighbours = embed::nearest_indexed(&embeddings, &thin, BACKFILL_NEIGHBOURS);
+            let thin: Vec<(u32, Vec<(u32, f32)>)> = thin.into_iter().zip(neighbours).collect();
+            (
+                cooccur::backfill(&bought_together, &thin, cfg.top_n),
+                cooccur::backfill(&next_order, &thin, cfg.top_n),
+            )
+        })
+    };
     let mut repurchase = history.repurchase;
     repurchase.resize(items.items.len(), Default::default());
     ModelData {

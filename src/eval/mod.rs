@@ -12,7 +12,8 @@
 //!   customer, whose history is that first order (no context items: the email is sent days
 //!   after delivery, and context items are never returned, which would hide every repeat);
 //! - **bought together**: each test user's last basket (2+ items, held out of training) loses
-//!   one random item, ranked from the rest by the `BoughtTogether` RPC's ranking.
+//!   one random item, ranked from the rest by the `BoughtTogether` RPC's ranking; reported also
+//!   where the held-out item has few training orders, and where every context item has.
 //!
 //! Weights are tuned on validation users only ([`tune`]); the test users of each fold score
 //! every method. Folds differ by the split seed.
@@ -104,6 +105,8 @@ pub struct EvalConfig {
     pub few_orders: u32,
     /// Tune the surface's weights on validation users (otherwise use the configured ones).
     pub tune: bool,
+    /// Also score cobuy on a model built without embeddings.
+    pub ablation: bool,
 }
 
 impl Default for EvalConfig {
@@ -118,6 +121,7 @@ impl Default for EvalConfig {
             tifu: TifuParams::default(),
             few_orders: 20,
             tune: true,
+            ablation: true,
         }
     }
 }
@@ -179,6 +183,9 @@ pub struct EvalReport {
 /// The method names, as reported.
 pub const COBUY: &str = "cobuy";
 pub const COBUY_UNTUNED: &str = "cobuy (configured weights)";
+/// cobuy on a model built without embeddings (no similar items, no backfilled lists), tuned
+/// the same way: what the embeddings add.
+pub const COBUY_WITHOUT_EMBEDDINGS: &str = "cobuy without embeddings";
 pub const G_TOP_FREQ: &str = "G-TopFreq";
 pub const P_TOP_FREQ: &str = "P-TopFreq";
 pub const GP_TOP_FREQ: &str = "GP-TopFreq";
@@ -281,6 +288,7 @@ fn basket_protocol(
     let configured = build.blend.get(surface);
     let tuned_names: &[&str] = match protocol {
         Protocol::NextBasket => &[
+            "history_similar",
             "repeat",
             "buy_again",
             "history_next_order",
@@ -288,6 +296,7 @@ fn basket_protocol(
             "popular",
         ],
         _ => &[
+            "history_similar",
             "repeat",
             "buy_again",
             "history_next_order",
@@ -359,20 +368,23 @@ fn basket_protocol(
             cfg.tifu,
         );
         let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, blend, c);
-        let blend = if cfg.tune {
+        let tuned = |model: &Model, what: &str| -> Blend {
+            if !cfg.tune {
+                return configured;
+            }
             let (blend, score) = tune::coordinate_ascent(configured, tuned_names, |b| {
-                per_user_objective(&validation, |c| cobuy(b, c))
+                per_user_objective(&validation, |c| cobuy_list(model, surface, b, c))
             });
             tracing::info!(
                 fold,
+                model = what,
                 validation_objective = score,
                 ?blend,
                 "weights tuned on validation users"
             );
             blend
-        } else {
-            configured
         };
+        let blend = tuned(&model, "full");
         let p = cfg.tifu;
         let mut add = |name: &'static str, scores: FoldScores| {
             folds.entry(name).or_default().push(scores);
@@ -415,6 +427,18 @@ fn basket_protocol(
             "fold scored"
         );
         add(COBUY, scores);
+        if cfg.ablation {
+            let plain = fold_model(fold, &train_log, catalog, &without_embeddings(build));
+            let plain_blend = tuned(&plain, "without embeddings");
+            add(
+                COBUY_WITHOUT_EMBEDDINGS,
+                score_cases(
+                    &test,
+                    |c| cobuy_list(&plain, surface, &plain_blend, c),
+                    &model,
+                ),
+            );
+        }
         result.blends.push(blend);
         result.test_cases_per_fold.push(test.len());
         result.validation_cases_per_fold.push(validation.len());
@@ -426,6 +450,14 @@ fn basket_protocol(
     bar.finish(cfg.folds as u64);
     result.methods = summarise(folds, &result.category_names);
     result.into_public()
+}
+
+/// The build configuration with embeddings (and everything built on them) turned off.
+fn without_embeddings(build: &BuildConfig) -> BuildConfig {
+    BuildConfig {
+        embedding_dim: 0,
+        ..build.clone()
+    }
 }
 
 /// The model of one fold's training data. Similar items come from an exact scan: eval measures
@@ -624,8 +656,9 @@ fn bought_together(
         let mut score = |name: &'static str, lists: Vec<Vec<u32>>| {
             let (mut hit, mut rr, mut n) = (0.0, 0.0, 0usize);
             let (mut few_hit, mut few_rr, mut few_n) = (0.0, 0.0, 0usize);
+            let (mut thin_hit, mut thin_n) = (0.0, 0usize);
             let mut category: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
-            for ((_, held), list) in cases.iter().zip(&lists) {
+            for ((context, held), list) in cases.iter().zip(&lists) {
                 let r = reciprocal_rank(list, *held);
                 let h = if list.iter().take(BT_K).any(|i| i == held) {
                     1.0
@@ -640,6 +673,10 @@ fn bought_together(
                     few_rr += r;
                     few_n += 1;
                 }
+                if context.iter().all(|&i| few(i)) {
+                    thin_hit += h;
+                    thin_n += 1;
+                }
                 let entry = category.entry(top_category(&model, *held)).or_default();
                 entry.1 += 1;
                 entry.0 += h as u64;
@@ -652,6 +689,8 @@ fn bought_together(
                 ("hit@10 few orders".to_owned(), mean(few_hit, few_n)),
                 ("mrr few orders".to_owned(), mean(few_rr, few_n)),
                 ("few-order cases".to_owned(), few_n as f64),
+                ("hit@10 few-order context".to_owned(), mean(thin_hit, thin_n)),
+                ("few-order context cases".to_owned(), thin_n as f64),
             ]);
             folds.entry(name).or_default().push(FoldScores {
                 metrics,
@@ -664,23 +703,29 @@ fn bought_together(
             .map(|(c, _)| counts.recommend(c, BT_K))
             .collect();
         score(COOCCURRENCE, cooc);
-        let ours: Vec<Vec<u32>> = cases
-            .par_iter()
-            .map(|(c, _)| {
-                bought_together_list(
-                    &model,
-                    None,
-                    context_entries(&model, c),
-                    BT_K,
-                    FilterSpec::default(),
-                )
-                .items
-                .into_iter()
-                .map(|r| r.item.0)
+        let ranked = |model: &Model| -> Vec<Vec<u32>> {
+            cases
+                .par_iter()
+                .map(|(c, _)| {
+                    bought_together_list(
+                        model,
+                        None,
+                        context_entries(model, c),
+                        BT_K,
+                        FilterSpec::default(),
+                    )
+                    .items
+                    .into_iter()
+                    .map(|r| r.item.0)
+                    .collect()
+                })
                 .collect()
-            })
-            .collect();
-        score(COBUY, ours);
+        };
+        score(COBUY, ranked(&model));
+        if cfg.ablation {
+            let plain = fold_model(fold, &train_log, catalog, &without_embeddings(build));
+            score(COBUY_WITHOUT_EMBEDDINGS, ranked(&plain));
+        }
         result.test_cases_per_fold.push(cases.len());
         result.validation_cases_per_fold.push(0);
         if fold == 0 {
@@ -742,7 +787,7 @@ const ORDER: [&str; 8] = [
     TIFU_KNN,
     COOCCURRENCE,
     COBUY_UNTUNED,
-    "",
+    COBUY_WITHOUT_EMBEDDINGS,
     COBUY,
 ];
 
@@ -796,7 +841,7 @@ fn summarise(
 }
 
 fn is_baseline(method: &str) -> bool {
-    method != COBUY && method != COBUY_UNTUNED
+    ![COBUY, COBUY_UNTUNED, COBUY_WITHOUT_EMBEDDINGS].contains(&method)
 }
 
 fn compare(result: &ProtocolResult) -> Vec<Comparison> {

@@ -10,9 +10,15 @@ use super::{EvalReport, KS, MethodResult, Protocol, ProtocolResult};
 /// Columns of the terminal table per protocol.
 fn columns(protocol: Protocol) -> Vec<String> {
     match protocol {
-        Protocol::BoughtTogether => ["hit@10", "mrr", "hit@10 few orders", "mrr few orders"]
-            .map(String::from)
-            .to_vec(),
+        Protocol::BoughtTogether => [
+            "hit@10",
+            "mrr",
+            "hit@10 few orders",
+            "mrr few orders",
+            "hit@10 few-order context",
+        ]
+        .map(String::from)
+        .to_vec(),
         _ => {
             let mut cols = Vec::new();
             for k in KS {
@@ -22,6 +28,7 @@ fn columns(protocol: Protocol) -> Vec<String> {
             }
             cols.push("recall_repeat@10".into());
             cols.push("recall_explore@10".into());
+            cols.push("explore_hit_share@10".into());
             cols
         }
     }

@@ -13,7 +13,7 @@ use super::request::{
 };
 use super::upsell::upsell;
 use crate::ids::{CustomerIdx, ItemIdx};
-use crate::model::{Model, NONE, NeighbourLists};
+use crate::model::{Model, NONE, NeighbourLists, dot};
 
 /// Signal weights of one surface. A zero weight skips the signal's work entirely.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -34,12 +34,16 @@ pub struct Blend {
     pub upsell: f32,
     /// Popularity in the context's categories, then overall; also fills short lists.
     pub popular: f32,
+    /// Items near the customer's history in the embedding space that they never bought: the
+    /// explore part of HOME and FOLLOW_UP_EMAIL.
+    #[serde(default)]
+    pub history_similar: f32,
 }
 
 impl Blend {
     /// The built-in weights of a surface (used when the model's config sets none).
     pub fn for_surface(surface: Surface) -> Blend {
-        let b = |cbt, cno, hbt, hno, ba, rep, up, pop| Blend {
+        let b = |cbt, cno, hbt, hno, ba, rep, up, pop, sim| Blend {
             context_bought_together: cbt,
             context_next_order: cno,
             history_bought_together: hbt,
@@ -48,19 +52,20 @@ impl Blend {
             repeat: rep,
             upsell: up,
             popular: pop,
+            history_similar: sim,
         };
         match surface {
-            Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.05),
-            Surface::FollowUpEmail => b(0.5, 0.5, 0.1, 0.3, 0.3, 1.0, 0.3, 0.2),
-            Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
-            Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.0, 0.6, 0.05),
-            Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.0, 0.05),
-            Surface::Home => b(0.3, 0.3, 0.0, 0.3, 0.5, 1.0, 0.0, 0.05),
+            Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.05, 0.0),
+            Surface::FollowUpEmail => b(0.5, 0.5, 0.1, 0.3, 0.3, 1.0, 0.3, 0.2, 0.1),
+            Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0),
+            Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.0, 0.6, 0.05, 0.0),
+            Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.0, 0.05, 0.0),
+            Surface::Home => b(0.3, 0.3, 0.0, 0.3, 0.5, 1.0, 0.0, 0.05, 0.1),
         }
     }
 
     /// The weights by name, for tuning and reports.
-    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 8] {
+    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 9] {
         [
             ("context_bought_together", &mut self.context_bought_together),
             ("context_next_order", &mut self.context_next_order),
@@ -70,6 +75,7 @@ impl Blend {
             ("repeat", &mut self.repeat),
             ("upsell", &mut self.upsell),
             ("popular", &mut self.popular),
+            ("history_similar", &mut self.history_similar),
         ]
     }
 
@@ -420,6 +426,10 @@ fn rank_into(
             repeat_contributions(model, customer, &mut scratch);
             pool.add_signal(blend.repeat, Reason::BuyAgain, &scratch);
         }
+        if blend.history_similar > 0.0 {
+            history_similar_contributions(model, customer, view.bought, &filter, &mut scratch);
+            pool.add_signal(blend.history_similar, Reason::Similar, &scratch);
+        }
         if blend.buy_again > 0.0 {
             scratch.clear();
             scratch.extend(view.due.iter().map(|d| Contribution {
@@ -478,6 +488,80 @@ fn rank_into(
         items,
         unknown_item_ids,
         cold_start: view.customer.is_none(),
+    }
+}
+
+/// History items (heaviest first) averaged into the customer's vector.
+const MAX_VECTOR_ITEMS: usize = 100;
+/// History items a similar candidate is attributed to (its source, for the explanation).
+const MAX_SIMILAR_SOURCES: usize = 20;
+/// Candidates the customer-vector search returns.
+const SIMILAR_CANDIDATES: usize = 50;
+
+/// Explore candidates: the items nearest to the customer's vector (the time-decayed weighted
+/// mean of their history items' vectors) that they never bought and the filter allows, scored
+/// by cosine; each attributed to the heaviest history item it is most similar to.
+fn history_similar_contributions(
+    model: &Model,
+    customer: CustomerIdx,
+    bought: &[crate::model::HistoryEntry],
+    filter: &ItemFilter<'_>,
+    out: &mut Vec<Contribution>,
+) {
+    out.clear();
+    let embeddings = &model.data.embeddings;
+    if embeddings.dim == 0 {
+        return;
+    }
+    let mut heaviest: Vec<&crate::model::HistoryEntry> = model
+        .data
+        .customers
+        .history(customer)
+        .iter()
+        .filter(|h| embeddings.of(ItemIdx(h.item)).is_some())
+        .collect();
+    let by_weight = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
+        b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
+    };
+    if heaviest.len() > MAX_VECTOR_ITEMS {
+        heaviest.select_nth_unstable_by(MAX_VECTOR_ITEMS, by_weight);
+        heaviest.truncate(MAX_VECTOR_ITEMS);
+    }
+    heaviest.sort_unstable_by(by_weight);
+    let mut query = vec![0.0f32; embeddings.dim];
+    for h in &heaviest {
+        if let Some(v) = embeddings.of(ItemIdx(h.item)) {
+            query.iter_mut().zip(v).for_each(|(q, x)| *q += h.weight * x);
+        }
+    }
+    if !crate::build::embed::normalise(&mut query) {
+        return;
+    }
+    let never_bought = |i: ItemIdx| {
+        bought.binary_search_by_key(&i.0, |h| h.item).is_err() && filter.allows(i)
+    };
+    for s in model
+        .similar
+        .search(embeddings, &query, SIMILAR_CANDIDATES, &never_bought)
+    {
+        let Some(candidate) = embeddings.of(s.item) else {
+            continue;
+        };
+        let source = heaviest
+            .iter()
+            .take(MAX_SIMILAR_SOURCES)
+            .filter_map(|h| embeddings.of(ItemIdx(h.item)).map(|v| (h.item, dot(v, candidate))))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(item, _)| ItemIdx(item));
+        out.push(Contribution {
+            item: s.item,
+            raw: s.similarity.max(0.0),
+            source,
+            evidence: Evidence {
+                similarity: s.similarity,
+                ..Default::default()
+            },
+        });
     }
 }
 
@@ -712,6 +796,7 @@ pub fn bought_together_list(
         repeat: 0.0,
         upsell: 0.0,
         popular: 0.0,
+        history_similar: 0.0,
     };
     let query = RecommendQuery {
         customer_id,
@@ -899,6 +984,7 @@ mod tests {
             repeat: 1.0,
             upsell: 0.0,
             popular: 0.0,
+            history_similar: 0.0,
         };
         let query = RecommendQuery {
             customer_id: Some(customer.into()),

@@ -221,6 +221,13 @@ fn evidence_text(model: &Model, rec: &Recommendation) -> String {
         .map(|&s| title_or_id(model, s))
         .unwrap_or_default();
     match rec.reason {
+        // Inferred from similar items' lists (a thin item's list was backfilled).
+        Reason::BoughtTogether if e.support == 0 => {
+            format!("often bought with items like {source}")
+        }
+        Reason::NextOrder if e.support == 0 => {
+            format!("customers who bought items like {source} bought this next")
+        }
         Reason::BoughtTogether => {
             format!(
                 "bought together with {source} in {} orders ({:.0}% of its orders, {:.1}x chance)",
