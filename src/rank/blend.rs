@@ -34,16 +34,23 @@ pub struct Blend {
     pub upsell: f32,
     /// Popularity in the context's categories, then overall; also fills short lists.
     pub popular: f32,
-    /// Items near the customer's history in the embedding space that they never bought: the
-    /// explore part of HOME and FOLLOW_UP_EMAIL.
+    /// Items near the customer's history in the embedding space that they never bought: an
+    /// explore signal for HOME and FOLLOW_UP_EMAIL. Built-in weight 0: `cobuy eval` tunes it
+    /// per shop, and on the bundled datasets it did not raise recall (README "Quality").
     #[serde(default)]
     pub history_similar: f32,
+    /// Items near the context items' centroid in the embedding space. Off on every built-in
+    /// surface: on the bought-together protocol of `cobuy eval` it lowered Hit@10 (README
+    /// "Quality").
+    #[serde(default)]
+    pub context_similar: f32,
 }
 
 impl Blend {
     /// The built-in weights of a surface (used when the model's config sets none).
     pub fn for_surface(surface: Surface) -> Blend {
         let b = |cbt, cno, hbt, hno, ba, rep, up, pop, sim| Blend {
+            context_similar: 0.0,
             context_bought_together: cbt,
             context_next_order: cno,
             history_bought_together: hbt,
@@ -56,16 +63,16 @@ impl Blend {
         };
         match surface {
             Surface::OrderTracking => b(1.0, 0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.05, 0.0),
-            Surface::FollowUpEmail => b(0.5, 0.5, 0.1, 0.3, 0.3, 1.0, 0.3, 0.2, 0.1),
+            Surface::FollowUpEmail => b(0.5, 0.5, 0.1, 0.3, 0.3, 1.0, 0.3, 0.2, 0.0),
             Surface::ReplenishmentReminder => b(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0),
             Surface::ProductPage => b(1.0, 0.3, 0.0, 0.2, 0.0, 0.0, 0.6, 0.05, 0.0),
             Surface::Cart => b(1.0, 0.4, 0.0, 0.2, 0.3, 0.0, 0.0, 0.05, 0.0),
-            Surface::Home => b(0.3, 0.3, 0.0, 0.3, 0.5, 1.0, 0.0, 0.05, 0.1),
+            Surface::Home => b(0.3, 0.3, 0.0, 0.3, 0.5, 1.0, 0.0, 0.05, 0.0),
         }
     }
 
     /// The weights by name, for tuning and reports.
-    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 9] {
+    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 10] {
         [
             ("context_bought_together", &mut self.context_bought_together),
             ("context_next_order", &mut self.context_next_order),
@@ -76,6 +83,7 @@ impl Blend {
             ("upsell", &mut self.upsell),
             ("popular", &mut self.popular),
             ("history_similar", &mut self.history_similar),
+            ("context_similar", &mut self.context_similar),
         ]
     }
 
@@ -397,6 +405,10 @@ fn rank_into(
             &scratch,
         );
     }
+    if blend.context_similar > 0.0 && !context.is_empty() {
+        context_similar_contributions(model, &context, &filter, &mut scratch);
+        pool.add_signal(blend.context_similar, Reason::Similar, &scratch);
+    }
     if blend.context_next_order > 0.0 && !context_anchors.is_empty() {
         neighbour_contributions(&data.next_order, &context_anchors, &mut scratch);
         pool.add_signal(blend.context_next_order, Reason::NextOrder, &scratch);
@@ -553,6 +565,53 @@ fn history_similar_contributions(
             .filter_map(|h| embeddings.of(ItemIdx(h.item)).map(|v| (h.item, dot(v, candidate))))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(item, _)| ItemIdx(item));
+        out.push(Contribution {
+            item: s.item,
+            raw: s.similarity.max(0.0),
+            source,
+            evidence: Evidence {
+                similarity: s.similarity,
+                ..Default::default()
+            },
+        });
+    }
+}
+
+/// Candidates near the centroid of the context items' vectors, scored by cosine, each
+/// attributed to the context item it is most similar to.
+fn context_similar_contributions(
+    model: &Model,
+    context: &[ItemIdx],
+    filter: &ItemFilter<'_>,
+    out: &mut Vec<Contribution>,
+) {
+    out.clear();
+    let embeddings = &model.data.embeddings;
+    let vectors: Vec<(ItemIdx, &[f32])> = context
+        .iter()
+        .filter_map(|&i| embeddings.of(i).map(|v| (i, v)))
+        .collect();
+    if vectors.is_empty() {
+        return;
+    }
+    let mut query = vec![0.0f32; embeddings.dim];
+    for (_, v) in &vectors {
+        query.iter_mut().zip(*v).for_each(|(q, x)| *q += x);
+    }
+    if !crate::build::embed::normalise(&mut query) {
+        return;
+    }
+    for s in model
+        .similar
+        .search(embeddings, &query, SIMILAR_CANDIDATES, &|i| filter.allows(i))
+    {
+        let Some(candidate) = embeddings.of(s.item) else {
+            continue;
+        };
+        let source = vectors
+            .iter()
+            .max_by(|a, b| dot(a.1, candidate).total_cmp(&dot(b.1, candidate)))
+            .map(|(i, _)| *i);
         out.push(Contribution {
             item: s.item,
             raw: s.similarity.max(0.0),
@@ -797,6 +856,7 @@ pub fn bought_together_list(
         upsell: 0.0,
         popular: 0.0,
         history_similar: 0.0,
+        context_similar: 0.0,
     };
     let query = RecommendQuery {
         customer_id,
@@ -985,6 +1045,7 @@ mod tests {
             upsell: 0.0,
             popular: 0.0,
             history_similar: 0.0,
+            context_similar: 0.0,
         };
         let query = RecommendQuery {
             customer_id: Some(customer.into()),
