@@ -158,6 +158,9 @@ pub fn next_order(
     })
 }
 
+/// A list entry being assembled: (item, score, support).
+type Entry = (u32, f32, u32);
+
 /// Scale of an inferred entry's score against the neighbour's own: `sim(i, j) · score(j → x)`
 /// times this, so an inferred entry rarely outranks what the item's own orders show.
 const BACKFILL_DAMPING: f32 = 0.5;
@@ -174,7 +177,7 @@ pub fn backfill(
 ) -> NeighbourLists {
     let n_items = lists.offsets.len().saturating_sub(1);
     let mut extra: Vec<Vec<(u32, f32, u32)>> = vec![Vec::new(); n_items];
-    let inferred: Vec<(u32, Vec<(u32, f32, u32)>)> = thin
+    let inferred: Vec<(u32, Vec<Entry>)> = thin
         .par_iter()
         .map(|(item, neighbours)| {
             let own: Vec<u32> = lists.of(ItemIdx(*item)).map(|n| n.item.0).collect();

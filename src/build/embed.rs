@@ -421,3 +421,101 @@ pub fn nearest_indexed(embeddings: &Embeddings, queries: &[u32], k: usize) -> Ve
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::seq::IndexedRandom;
+
+    use crate::build::model_from_log;
+    use crate::config::BuildConfig;
+    use crate::ids::{Interner, ItemIdx};
+    use crate::ingest::{OrderHeader, OrderLine, OrderLog};
+    use crate::model::{ModelData, VectorSource, dot};
+    use crate::progress::{Progress, StageClock};
+
+    /// Two themes of 60 items each (0..60 and 60..120); every basket holds 4 items of one theme.
+    /// Item 120 was bought once, with theme-A items; item 121 is in the catalogue only.
+    fn themed(seed: u64) -> ModelData {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut log = OrderLog {
+            items: Interner::from_names((0..122).map(|i| format!("i{i}")).collect()),
+            customers: Interner::from_names(vec!["c".into()]),
+            ..Default::default()
+        };
+        let add = |items: &mut Vec<u32>, log: &mut OrderLog| {
+            items.sort_unstable();
+            items.dedup();
+            let o = log.orders.len() as u32;
+            log.orders.push(OrderHeader {
+                customer: crate::ingest::GUEST,
+                timestamp: o as i64,
+            });
+            log.lines.extend(items.iter().map(|&item| OrderLine {
+                order: o,
+                item,
+                quantity: 1.0,
+                unit_price: 1.0,
+            }));
+        };
+        let theme_a: Vec<u32> = (0..60).collect();
+        let theme_b: Vec<u32> = (60..120).collect();
+        for b in 0..1_500 {
+            let theme = if b % 2 == 0 { &theme_a } else { &theme_b };
+            let mut items: Vec<u32> = (0..4)
+                .map(|_| *theme.choose(&mut rng).expect("items"))
+                .collect();
+            add(&mut items, &mut log);
+        }
+        add(&mut vec![120, 1, 2, 3], &mut log);
+        log.line_titles = vec![None; 122];
+        let cfg = BuildConfig {
+            embedding_dim: 8,
+            ..BuildConfig::default()
+        };
+        model_from_log(
+            &log,
+            &[],
+            &cfg,
+            &mut StageClock::default(),
+            &Progress::hidden(),
+        )
+    }
+
+    #[test]
+    fn items_of_one_theme_are_closer_than_items_of_two() {
+        let data = themed(1);
+        let e = &data.embeddings;
+        let v = |i: u32| e.of(ItemIdx(i)).expect("vector");
+        let mean = |pairs: &[(u32, u32)]| {
+            pairs.iter().map(|&(a, b)| dot(v(a), v(b))).sum::<f32>() / pairs.len() as f32
+        };
+        let within: Vec<(u32, u32)> = (0..50)
+            .map(|i| (i, i + 1))
+            .chain((60..110).map(|i| (i, i + 1)))
+            .collect();
+        let across: Vec<(u32, u32)> = (0..50).map(|i| (i, i + 60)).collect();
+        let (w, a) = (mean(&within), mean(&across));
+        assert!(w > a + 0.3, "within {w} vs across {a}");
+        // Vectors are unit length.
+        assert!((dot(v(7), v(7)) - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn rare_items_borrow_their_basket_mates_vectors_and_unsold_ones_get_none() {
+        let data = themed(1);
+        let e = &data.embeddings;
+        assert_eq!(e.source[5], VectorSource::Orders);
+        assert_eq!(e.source[120], VectorSource::Baskets);
+        assert_eq!(e.source[121], VectorSource::None);
+        let rare = e.of(ItemIdx(120)).expect("derived vector");
+        let to_a = dot(rare, e.of(ItemIdx(10)).expect("a"));
+        let to_b = dot(rare, e.of(ItemIdx(70)).expect("b"));
+        assert!(to_a > to_b, "{to_a} vs {to_b}");
+    }
+
+    #[test]
+    fn the_same_orders_and_seed_give_the_same_vectors() {
+        assert_eq!(themed(1).embeddings.vectors, themed(1).embeddings.vectors);
+    }
+}

@@ -689,7 +689,10 @@ fn bought_together(
                 ("hit@10 few orders".to_owned(), mean(few_hit, few_n)),
                 ("mrr few orders".to_owned(), mean(few_rr, few_n)),
                 ("few-order cases".to_owned(), few_n as f64),
-                ("hit@10 few-order context".to_owned(), mean(thin_hit, thin_n)),
+                (
+                    "hit@10 few-order context".to_owned(),
+                    mean(thin_hit, thin_n),
+                ),
                 ("few-order context cases".to_owned(), thin_n as f64),
             ]);
             folds.entry(name).or_default().push(FoldScores {

@@ -325,3 +325,110 @@ pub fn recall_against_exact(
         ef: EF_SEARCH,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::build::embed::normalise;
+
+    /// `n` unit vectors in `dim` dimensions around `clusters` random centres.
+    fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Embeddings {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
+            .collect();
+        let mut vectors = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let mut v: Vec<f32> = centres[i % clusters]
+                .iter()
+                .map(|c| c + rng.random_range(-0.3..0.3))
+                .collect();
+            normalise(&mut v);
+            vectors.extend(v);
+        }
+        Embeddings {
+            dim,
+            vectors,
+            source: vec![VectorSource::Orders; n],
+        }
+    }
+
+    #[test]
+    fn the_graph_finds_at_least_95_percent_of_the_exact_top_10() {
+        // Budget: ef = EF_SEARCH, k = 10, 3,000 items in 32 dimensions, 200 queries.
+        let embeddings = clustered(3_000, 32, 40, 1);
+        let graph = SimilarIndex::build(&embeddings, 0);
+        assert!(graph.is_graph());
+        let r = recall_against_exact(&graph, &embeddings, 200, 10, 2);
+        assert!(r.recall >= 0.95, "recall@10 {}", r.recall);
+        // The exact index is its own oracle.
+        let exact_index = SimilarIndex::build(&embeddings, usize::MAX);
+        assert!(matches!(exact_index, SimilarIndex::Exact));
+        assert_eq!(
+            recall_against_exact(&exact_index, &embeddings, 50, 10, 2).recall,
+            1.0
+        );
+    }
+
+    #[test]
+    fn a_selective_filter_still_returns_k_allowed_items_best_first() {
+        let embeddings = clustered(2_000, 16, 20, 3);
+        let graph = SimilarIndex::build(&embeddings, 0);
+        let query = embeddings.of(ItemIdx(0)).expect("vector").to_vec();
+        // One item in 97 is allowed: far fewer than the search's candidate list holds.
+        let allow = |i: ItemIdx| i.0 % 97 == 5;
+        let found = graph.search(&embeddings, &query, 10, &allow);
+        assert_eq!(found.len(), 10);
+        assert!(found.iter().all(|s| allow(s.item)));
+        assert!(found.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+        let truth = exact(&embeddings, &query, 10, &allow);
+        let ids = |v: &[Similar]| v.iter().map(|s| s.item).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&found),
+            ids(&truth),
+            "the widened search (or the scan) is exact here"
+        );
+        // Nothing allowed: nothing returned, and no panic.
+        assert!(graph.search(&embeddings, &query, 10, &|_| false).is_empty());
+    }
+
+    #[test]
+    fn a_dumped_graph_loads_and_answers_like_the_built_one() {
+        let embeddings = clustered(1_500, 16, 15, 4);
+        let graph = SimilarIndex::build(&embeddings, 0);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = graph.dump(dir.path()).expect("dump");
+        assert_eq!(files.len(), 2);
+        let loaded = SimilarIndex::load(dir.path(), &embeddings).expect("load");
+        assert!(matches!(loaded, SimilarIndex::Loaded(_)));
+        for q in [0u32, 77, 1_234] {
+            let query = embeddings.of(ItemIdx(q)).expect("vector");
+            let a = graph.search(&embeddings, query, 10, &|_| true);
+            let b = loaded.search(&embeddings, query, 10, &|_| true);
+            assert_eq!(a, b);
+        }
+        // A graph that does not match the model's items is refused.
+        let other = clustered(1_400, 16, 15, 4);
+        let err = SimilarIndex::load(dir.path(), &other).expect_err("mismatch");
+        assert!(err.to_string().contains("1500"), "{err}");
+    }
+
+    #[test]
+    fn only_items_with_their_own_vector_are_answers() {
+        let mut embeddings = clustered(200, 8, 4, 5);
+        embeddings.source[4] = VectorSource::Baskets;
+        embeddings.source[8] = VectorSource::Category;
+        let query = embeddings.of(ItemIdx(0)).expect("vector").to_vec();
+        let found = exact(&embeddings, &query, 200, &|_| true);
+        assert_eq!(found.len(), 198);
+        assert!(
+            found
+                .iter()
+                .all(|s| s.item != ItemIdx(4) && s.item != ItemIdx(8))
+        );
+        // Derived vectors still serve as queries.
+        assert!(embeddings.of(ItemIdx(4)).is_some());
+    }
+}

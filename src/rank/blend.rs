@@ -543,15 +543,17 @@ fn history_similar_contributions(
     let mut query = vec![0.0f32; embeddings.dim];
     for h in &heaviest {
         if let Some(v) = embeddings.of(ItemIdx(h.item)) {
-            query.iter_mut().zip(v).for_each(|(q, x)| *q += h.weight * x);
+            query
+                .iter_mut()
+                .zip(v)
+                .for_each(|(q, x)| *q += h.weight * x);
         }
     }
     if !crate::build::embed::normalise(&mut query) {
         return;
     }
-    let never_bought = |i: ItemIdx| {
-        bought.binary_search_by_key(&i.0, |h| h.item).is_err() && filter.allows(i)
-    };
+    let never_bought =
+        |i: ItemIdx| bought.binary_search_by_key(&i.0, |h| h.item).is_err() && filter.allows(i);
     for s in model
         .similar
         .search(embeddings, &query, SIMILAR_CANDIDATES, &never_bought)
@@ -562,7 +564,11 @@ fn history_similar_contributions(
         let source = heaviest
             .iter()
             .take(MAX_SIMILAR_SOURCES)
-            .filter_map(|h| embeddings.of(ItemIdx(h.item)).map(|v| (h.item, dot(v, candidate))))
+            .filter_map(|h| {
+                embeddings
+                    .of(ItemIdx(h.item))
+                    .map(|v| (h.item, dot(v, candidate)))
+            })
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(item, _)| ItemIdx(item));
         out.push(Contribution {
@@ -603,7 +609,9 @@ fn context_similar_contributions(
     }
     for s in model
         .similar
-        .search(embeddings, &query, SIMILAR_CANDIDATES, &|i| filter.allows(i))
+        .search(embeddings, &query, SIMILAR_CANDIDATES, &|i| {
+            filter.allows(i)
+        })
     {
         let Some(candidate) = embeddings.of(s.item) else {
             continue;

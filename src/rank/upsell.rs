@@ -108,7 +108,8 @@ pub fn upsell(
     if let Some(query) = anchor_vector {
         let neighbour_ok = |candidate: ItemIdx| {
             in_band(candidate)
-                && (leaf == NONE || shared_depth(candidate).is_some_and(|d| d <= MAX_NEIGHBOUR_DEPTH))
+                && (leaf == NONE
+                    || shared_depth(candidate).is_some_and(|d| d <= MAX_NEIGHBOUR_DEPTH))
                 && allow(candidate)
         };
         for s in model.similar.search(
@@ -128,8 +129,7 @@ pub fn upsell(
     for (depth, &category) in lineage.iter().enumerate() {
         for &c in data.popularity.top_in_category(category) {
             let candidate = ItemIdx(c);
-            if !in_band(candidate) || out.iter().any(|o| o.item == candidate) || !allow(candidate)
-            {
+            if !in_band(candidate) || out.iter().any(|o| o.item == candidate) || !allow(candidate) {
                 continue;
             }
             out.push(score(candidate, depth));

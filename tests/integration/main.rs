@@ -8,3 +8,4 @@ mod filters;
 mod fixtures;
 mod loadgen;
 mod serve;
+mod similar;
