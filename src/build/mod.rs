@@ -17,7 +17,7 @@ use crate::error::IngestError;
 use crate::ids::ItemIdx;
 use crate::ingest::{self, CatalogEntry, IngestOptions, IngestReport, OrderLog};
 use crate::mapping::Mapping;
-use crate::model::{ModelData, TimeSpan};
+use crate::model::{ModelData, NeighbourLists, TimeSpan};
 use crate::progress::{Progress, StageClock, StageTiming};
 use baskets::Baskets;
 
@@ -157,6 +157,20 @@ pub fn model_from_log(
         bar.finish(n_items);
         vectors
     });
+    let similar_items = clock.run("similar items", || {
+        let with_vector: Vec<u32> = (0..embeddings.source.len() as u32)
+            .filter(|&i| embeddings.of(ItemIdx(i)).is_some())
+            .collect();
+        let mut lists = vec![Vec::new(); embeddings.source.len()];
+        for (item, neighbours) in
+            with_vector
+                .iter()
+                .zip(embed::nearest_indexed(&embeddings, &with_vector, cfg.top_n))
+        {
+            lists[*item as usize] = neighbours.into_iter().map(|(j, s)| (j, s, 0)).collect();
+        }
+        NeighbourLists::from_lists(lists)
+    });
     let (bought_together, next_order) = if cfg.backfill_min_list == 0 {
         (bought_together, next_order)
     } else {
@@ -192,6 +206,7 @@ pub fn model_from_log(
         popularity,
         customers: history.customers,
         embeddings,
+        similar_items,
     }
 }
 

@@ -202,9 +202,24 @@ impl Embeddings {
     }
 }
 
-/// Cosine similarity of two unit vectors.
+/// Cosine similarity of two unit vectors (their dot product). Eight independent partial sums:
+/// one running sum is a chain of dependent float additions that the compiler may not reorder,
+/// which made a 64-dimension product four times slower and kept it out of SIMD registers.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Popularity signals.
@@ -311,6 +326,10 @@ pub struct ModelData {
     pub popularity: Popularity,
     pub customers: CustomerTable,
     pub embeddings: Embeddings,
+    /// Each item's `top_n` nearest items with their own vector, by cosine (exact, computed at
+    /// build time; support is 0): a request for a known item reads its list instead of
+    /// searching the graph.
+    pub similar_items: NeighbourLists,
 }
 
 /// A loaded model with its lookup indexes.
@@ -371,6 +390,38 @@ impl Model {
 
     pub fn n_items(&self) -> usize {
         self.data.items.len()
+    }
+
+    /// The `k` items most similar to `item` that `allow` lets through, most similar first: from
+    /// the item's precomputed list, and when the filter leaves fewer than `k` there and
+    /// `search_beyond_list` is set, from the similarity index.
+    pub fn similar_to(
+        &self,
+        item: ItemIdx,
+        k: usize,
+        search_beyond_list: bool,
+        allow: &(dyn Fn(ItemIdx) -> bool + Sync),
+    ) -> Vec<similar::Similar> {
+        let listed: Vec<similar::Similar> = self
+            .data
+            .similar_items
+            .of(item)
+            .filter(|n| allow(n.item))
+            .take(k)
+            .map(|n| similar::Similar {
+                item: n.item,
+                similarity: n.score,
+            })
+            .collect();
+        if listed.len() >= k || !search_beyond_list {
+            return listed;
+        }
+        match self.data.embeddings.of(item) {
+            Some(query) => self
+                .similar
+                .search(&self.data.embeddings, query, k, &|i| i != item && allow(i)),
+            None => listed,
+        }
     }
 
     /// Confidence P(j | i) and lift of a bought-together pair, for quoting.

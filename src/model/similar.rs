@@ -7,10 +7,13 @@
 //! hnsw_rs graph borrows the `HnswIo` that read it, so [`LoadedGraph`] owns both in one
 //! self-referential cell: dropping the model drops both, and a model swap leaks nothing.
 //!
-//! Filters are applied inside the graph search (hnsw_rs keeps only allowed items in its result
-//! heap while still walking through the others); when a selective filter leaves fewer than `k`
-//! results, the search widens once and then falls back to an exact scan, so `k` results come
-//! back whenever `k` allowed items have vectors.
+//! Filters: the graph is first searched without the filter for `4k` (at least `EF_SEARCH`)
+//! neighbours, filtered afterwards; when that leaves fewer than `k` (a selective filter), the
+//! filter is applied inside the graph walk (hnsw_rs keeps only allowed items in its result heap
+//! and keeps walking until it has enough), and when even that comes back short, an exact scan
+//! of the allowed items answers. So `k` results come back whenever `k` allowed items have
+//! vectors. The filtered walk is not the first try because hnsw_rs then gives up its early
+//! exit and visits much of the graph: 2-3 ms on completejourney against ~0.1 ms.
 
 use std::path::{Path, PathBuf};
 
@@ -32,11 +35,16 @@ const MAX_CONNECTIONS: usize = 16;
 const EF_CONSTRUCTION: usize = 100;
 /// hnsw_rs can dump only graphs created with its maximum of 16 layers.
 const MAX_LAYERS: usize = 16;
-/// Candidate list while searching: recall@10 against exact search on completejourney was
-/// 0.948 at 64, 0.959 at 96, 0.962 at 112 (`cobuy inspect --check-recall`, run by CI).
+/// Candidate list while searching. On completejourney's 36k indexed items (`cargo bench --bench
+/// similar`): recall@10 against exact search 0.984 at 48 (p50 348 µs) and 0.994 at 96 (p50
+/// 862 µs) with item vectors as queries; with rare items' derived vectors among the queries
+/// (`cobuy inspect --check-recall`, which CI holds at 0.95) 48 gave 0.955 and 64 0.948-0.955,
+/// while 96 gave 0.985-0.995 over several builds.
 pub const EF_SEARCH: usize = 96;
-/// A filtered search that came back short is retried with this many times the candidates.
-const WIDEN: usize = 4;
+/// The unfiltered first search asks for this many times `k` neighbours ...
+const OVERFETCH: usize = 4;
+/// ... and at most this many.
+const MAX_OVERFETCH: usize = 400;
 
 /// `1 − cos` of unit vectors, clamped at 0: hnsw_rs's `DistDot` asserts `dot <= 1`, which
 /// rounding breaks when a query equals an item, and a request must never panic.
@@ -70,8 +78,8 @@ impl std::fmt::Debug for LoadedGraph {
 pub enum SimilarIndex {
     /// No item has a vector (embeddings off, or too few items).
     Empty,
-    /// A scan over every item vector.
-    Exact,
+    /// A scan over the indexed items' vectors, copied into one contiguous block.
+    Exact(ExactIndex),
     /// A graph built in this process.
     Built(Box<Graph<'static>>),
     /// A graph read from a model directory.
@@ -82,7 +90,7 @@ impl std::fmt::Debug for SimilarIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             SimilarIndex::Empty => "SimilarIndex::Empty",
-            SimilarIndex::Exact => "SimilarIndex::Exact",
+            SimilarIndex::Exact(_) => "SimilarIndex::Exact",
             SimilarIndex::Built(_) => "SimilarIndex::Built",
             SimilarIndex::Loaded(_) => "SimilarIndex::Loaded",
         })
@@ -105,7 +113,7 @@ impl SimilarIndex {
             return SimilarIndex::Empty;
         }
         if embedded < hnsw_min_items {
-            return SimilarIndex::Exact;
+            return SimilarIndex::Exact(ExactIndex::new(embeddings));
         }
         SimilarIndex::Built(Box::new(build_graph(embeddings)))
     }
@@ -115,7 +123,7 @@ impl SimilarIndex {
         if embeddings.indexed_count() == 0 {
             SimilarIndex::Empty
         } else {
-            SimilarIndex::Exact
+            SimilarIndex::Exact(ExactIndex::new(embeddings))
         }
     }
 
@@ -180,22 +188,37 @@ impl SimilarIndex {
             return Vec::new();
         }
         let graph_search = |graph: &Graph<'_>| {
-            let filter = |id: &DataId| allow(ItemIdx(*id as u32));
-            let mut found = graph.search_filter(query, k, EF_SEARCH.max(k), Some(&filter));
-            if found.len() < k {
-                found = graph.search_filter(query, k, WIDEN * EF_SEARCH.max(k), Some(&filter));
+            let to_similar = |n: &hnsw_rs::prelude::Neighbour| Similar {
+                item: ItemIdx(n.d_id as u32),
+                similarity: 1.0 - n.distance,
+            };
+            // First the plain search, over-fetching and filtering after: cheap, and enough
+            // unless the filter rejects most neighbours.
+            let over = (OVERFETCH * k).max(EF_SEARCH).min(MAX_OVERFETCH.max(k));
+            let mut found: Vec<Similar> = graph
+                .search(query, over, EF_SEARCH.max(over))
+                .iter()
+                .map(to_similar)
+                .filter(|s| allow(s.item))
+                .collect();
+            if found.len() >= k {
+                found.truncate(k);
+                return found;
             }
+            // A selective filter: search with it applied inside the graph walk, which keeps
+            // walking until it has `ef` allowed candidates (slower: it may visit much of the
+            // graph).
+            let filter = |id: &DataId| allow(ItemIdx(*id as u32));
+            found = graph
+                .search_filter(query, k, EF_SEARCH.max(k), Some(&filter))
+                .iter()
+                .map(to_similar)
+                .collect();
             found
-                .into_iter()
-                .map(|n| Similar {
-                    item: ItemIdx(n.d_id as u32),
-                    similarity: 1.0 - n.distance,
-                })
-                .collect::<Vec<_>>()
         };
         let found = match self {
             SimilarIndex::Empty => return Vec::new(),
-            SimilarIndex::Exact => return exact(embeddings, query, k, allow),
+            SimilarIndex::Exact(index) => return index.search(query, k, allow),
             SimilarIndex::Built(graph) => graph_search(graph),
             SimilarIndex::Loaded(graph) => graph.with_dependent(|_, g| graph_search(g)),
         };
@@ -205,6 +228,68 @@ impl SimilarIndex {
         }
         found
     }
+}
+
+/// The indexed items and their vectors, contiguous: a scan reads only what it scores.
+#[derive(Debug)]
+pub struct ExactIndex {
+    items: Vec<u32>,
+    dim: usize,
+    vectors: Vec<f32>,
+}
+
+impl ExactIndex {
+    pub fn new(embeddings: &Embeddings) -> Self {
+        let dim = embeddings.dim;
+        let items: Vec<u32> = (0..embeddings.source.len() as u32)
+            .filter(|&i| embeddings.indexed(ItemIdx(i)))
+            .collect();
+        let mut vectors = Vec::with_capacity(items.len() * dim);
+        for &i in &items {
+            vectors
+                .extend_from_slice(&embeddings.vectors[i as usize * dim..(i as usize + 1) * dim]);
+        }
+        Self {
+            items,
+            dim,
+            vectors,
+        }
+    }
+
+    /// Every indexed item scored, the best `k` allowed ones kept, most similar first.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        allow: &(dyn Fn(ItemIdx) -> bool + Sync),
+    ) -> Vec<Similar> {
+        let mut scored: Vec<Similar> = self
+            .items
+            .iter()
+            .zip(self.vectors.chunks_exact(self.dim.max(1)))
+            .filter(|&(&i, _)| allow(ItemIdx(i)))
+            .map(|(&i, v)| Similar {
+                item: ItemIdx(i),
+                similarity: dot(query, v),
+            })
+            .collect();
+        keep_best(&mut scored, k);
+        scored
+    }
+}
+
+/// Keeps the `k` most similar (ties: lower index), sorted best first.
+fn keep_best(scored: &mut Vec<Similar>, k: usize) {
+    let best = |a: &Similar, b: &Similar| {
+        b.similarity
+            .total_cmp(&a.similarity)
+            .then(a.item.cmp(&b.item))
+    };
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k, best);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(best);
 }
 
 fn build_graph(embeddings: &Embeddings) -> Graph<'static> {
@@ -246,16 +331,7 @@ pub fn exact(
             })
         })
         .collect();
-    let best = |a: &Similar, b: &Similar| {
-        b.similarity
-            .total_cmp(&a.similarity)
-            .then(a.item.cmp(&b.item))
-    };
-    if scored.len() > k {
-        scored.select_nth_unstable_by(k, best);
-        scored.truncate(k);
-    }
-    scored.sort_unstable_by(best);
+    keep_best(&mut scored, k);
     scored
 }
 
@@ -365,7 +441,7 @@ mod tests {
         assert!(r.recall >= 0.95, "recall@10 {}", r.recall);
         // The exact index is its own oracle.
         let exact_index = SimilarIndex::build(&embeddings, usize::MAX);
-        assert!(matches!(exact_index, SimilarIndex::Exact));
+        assert!(matches!(exact_index, SimilarIndex::Exact(_)));
         assert_eq!(
             recall_against_exact(&exact_index, &embeddings, 50, 10, 2).recall,
             1.0

@@ -263,6 +263,7 @@ fn validate(data: &ModelData) -> Result<(), String> {
     for (name, lists) in [
         ("bought_together", &data.bought_together),
         ("next_order", &data.next_order),
+        ("similar_items", &data.similar_items),
     ] {
         if lists.offsets.len() != n + 1
             || lists.offsets.last().copied().unwrap_or(0) as usize != lists.items.len()

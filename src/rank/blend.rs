@@ -944,25 +944,20 @@ pub fn similar_list(
         DEFAULT_HORIZON_DAYS,
     );
     let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &view.due_now());
-    let embeddings = &model.data.embeddings;
-    let items = match embeddings.of(anchor) {
-        None => Vec::new(),
-        Some(query) => model
-            .similar
-            .search(embeddings, query, k, &|i| filter.allows(i))
-            .into_iter()
-            .map(|s| Recommendation {
-                item: s.item,
-                score: s.similarity,
-                reason: Reason::Similar,
-                sources: vec![anchor],
-                evidence: Evidence {
-                    similarity: s.similarity,
-                    ..Default::default()
-                },
-            })
-            .collect(),
-    };
+    let items = model
+        .similar_to(anchor, k, true, &|i| filter.allows(i))
+        .into_iter()
+        .map(|s| Recommendation {
+            item: s.item,
+            score: s.similarity,
+            reason: Reason::Similar,
+            sources: vec![anchor],
+            evidence: Evidence {
+                similarity: s.similarity,
+                ..Default::default()
+            },
+        })
+        .collect();
     RankedList {
         items,
         unknown_item_ids: Vec::new(),

@@ -105,19 +105,16 @@ pub fn upsell(
     };
 
     let mut out: Vec<UpsellCandidate> = Vec::new();
-    if let Some(query) = anchor_vector {
+    if anchor_vector.is_some() {
         let neighbour_ok = |candidate: ItemIdx| {
             in_band(candidate)
                 && (leaf == NONE
                     || shared_depth(candidate).is_some_and(|d| d <= MAX_NEIGHBOUR_DEPTH))
                 && allow(candidate)
         };
-        for s in model.similar.search(
-            embeddings,
-            query,
-            NEIGHBOURS_PER_RESULT * limit,
-            &neighbour_ok,
-        ) {
+        // The precomputed list only: a price band and a category are a selective filter, and
+        // the category candidates below fill what the list does not hold.
+        for s in model.similar_to(anchor, NEIGHBOURS_PER_RESULT * limit, false, &neighbour_ok) {
             let depth = if leaf == NONE {
                 0
             } else {
