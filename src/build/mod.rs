@@ -158,9 +158,16 @@ pub fn model_from_log(
         vectors
     });
     let similar_items = clock.run("similar items", || {
-        let with_vector: Vec<u32> = (0..embeddings.source.len() as u32)
-            .filter(|&i| embeddings.of(ItemIdx(i)).is_some())
+        // Exact lists cost `indexed²·dim`: beyond the graph threshold, requests search the
+        // graph instead, and rare items (derived vectors) always do.
+        let indexed: Vec<u32> = (0..embeddings.source.len() as u32)
+            .filter(|&i| embeddings.indexed(ItemIdx(i)))
             .collect();
+        let with_vector = if indexed.len() < cfg.hnsw_min_items {
+            indexed
+        } else {
+            Vec::new()
+        };
         let mut lists = vec![Vec::new(); embeddings.source.len()];
         for (item, neighbours) in
             with_vector

@@ -326,9 +326,9 @@ pub struct ModelData {
     pub popularity: Popularity,
     pub customers: CustomerTable,
     pub embeddings: Embeddings,
-    /// Each item's `top_n` nearest items with their own vector, by cosine (exact, computed at
-    /// build time; support is 0): a request for a known item reads its list instead of
-    /// searching the graph.
+    /// Each indexed item's `top_n` nearest indexed items, by cosine (exact, computed at build
+    /// time; support is 0): a request for such an item reads its list instead of searching.
+    /// Empty for rare items, and for every item in catalogues past `hnsw_min_items`.
     pub similar_items: NeighbourLists,
 }
 
