@@ -22,7 +22,8 @@ use crate::proto::v1 as pb;
 pub enum Mix {
     /// `Recommend` over all six surfaces.
     Surfaces,
-    /// `Recommend` on all surfaces plus `BoughtTogether`, `Upsell` and `BuyAgain`.
+    /// `Recommend` on all surfaces plus `BoughtTogether`, `Upsell`, `BuyAgain` and
+    /// `SimilarItems`.
     All,
 }
 
@@ -33,6 +34,7 @@ pub enum Call {
     BoughtTogether(pb::BoughtTogetherRequest),
     Upsell(pb::UpsellRequest),
     BuyAgain(pb::BuyAgainRequest),
+    SimilarItems(pb::SimilarItemsRequest),
 }
 
 const SURFACES: [pb::Surface; 6] = [
@@ -51,7 +53,7 @@ pub fn request_mix(model: &Model, mix: Mix, n: usize, seed: u64) -> Vec<Call> {
     let customers = &model.data.customers;
     let ids = &model.data.items.ids;
     let kinds = if mix == Mix::All {
-        SURFACES.len() + 3
+        SURFACES.len() + 4
     } else {
         SURFACES.len()
     };
@@ -97,6 +99,14 @@ pub fn request_mix(model: &Model, mix: Mix, n: usize, seed: u64) -> Vec<Call> {
                     ..Default::default()
                 }),
                 s if s == SURFACES.len() + 1 => Call::Upsell(pb::UpsellRequest {
+                    item_id: one
+                        .first()
+                        .map(|i| i.item_id.clone())
+                        .unwrap_or_else(|| ids.first().cloned().unwrap_or_default()),
+                    k: 10,
+                    ..Default::default()
+                }),
+                s if s == SURFACES.len() + 2 => Call::SimilarItems(pb::SimilarItemsRequest {
                     item_id: one
                         .first()
                         .map(|i| i.item_id.clone())
@@ -202,6 +212,7 @@ async fn send(channel: Channel, call: Call, timeout: Duration) -> Result<(), ton
         Call::BoughtTogether(m) => client.bought_together(req(m, timeout)).await.map(drop),
         Call::Upsell(m) => client.upsell(req(m, timeout)).await.map(drop),
         Call::BuyAgain(m) => client.buy_again(req(m, timeout)).await.map(drop),
+        Call::SimilarItems(m) => client.similar_items(req(m, timeout)).await.map(drop),
     }
 }
 

@@ -97,7 +97,7 @@ struct EvalArgs {
     /// Rank with the mapping's configured weights instead of tuning them on validation users.
     #[arg(long)]
     no_tune: bool,
-    /// Skip the comparison with cobuy on a model built without embeddings (halves the time).
+    /// Skip the comparison with cobuy plus its embedding signals (which are off by default).
     #[arg(long)]
     no_ablation: bool,
     /// Print the results as JSON instead of tables.

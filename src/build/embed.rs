@@ -97,7 +97,8 @@ pub fn compute(
 struct SparseSymmetric {
     offsets: Vec<usize>,
     columns: Vec<u32>,
-    values: Vec<f64>,
+    /// f32: the matrix dominates the stage's memory; products accumulate in f64.
+    values: Vec<f32>,
 }
 
 impl SparseSymmetric {
@@ -115,7 +116,7 @@ impl SparseSymmetric {
             flat.par_chunks_mut(k).enumerate().for_each(|(row, acc)| {
                 for e in self.offsets[row]..self.offsets[row + 1] {
                     let col = self.columns[e] as usize;
-                    let v = self.values[e];
+                    let v = f64::from(self.values[e]);
                     for (a, b) in acc.iter_mut().zip(&x_flat[col * k..(col + 1) * k]) {
                         *a += v * b;
                     }
@@ -171,7 +172,7 @@ fn ppmi_matrix(
     let log_total = total.max(f64::MIN_POSITIVE).ln();
 
     // One dense accumulator per thread; each row's kept entries as (row, column, value).
-    let rows: Vec<Vec<(u32, u32, f64)>> = (0..n)
+    let rows: Vec<Vec<(u32, u32, f32)>> = (0..n)
         .into_par_iter()
         .map_init(
             || (vec![0.0f64; n], Vec::<u32>::new()),
@@ -194,12 +195,12 @@ fn ppmi_matrix(
                         acc[p as usize] += w;
                     }
                 }
-                let mut row: Vec<(u32, u32, f64)> = touched
+                let mut row: Vec<(u32, u32, f32)> = touched
                     .iter()
                     .filter_map(|&p| {
                         let pmi =
                             acc[p as usize].ln() - log_total - log_share[k] - log_share[p as usize];
-                        (pmi > 0.0).then_some((k as u32, p, pmi))
+                        (pmi > 0.0).then_some((k as u32, p, pmi as f32))
                     })
                     .collect();
                 for &p in touched.iter() {
@@ -207,7 +208,7 @@ fn ppmi_matrix(
                 }
                 touched.clear();
                 let keep = cfg.embedding_row_entries;
-                let larger = |a: &(u32, u32, f64), b: &(u32, u32, f64)| {
+                let larger = |a: &(u32, u32, f32), b: &(u32, u32, f32)| {
                     b.2.total_cmp(&a.2).then(a.1.cmp(&b.1))
                 };
                 if row.len() > keep {
@@ -223,7 +224,7 @@ fn ppmi_matrix(
         .collect();
 
     // Symmetrise: an entry kept by either row is kept for both (PMI itself is symmetric).
-    let mut entries: Vec<(u32, u32, f64)> = rows
+    let mut entries: Vec<(u32, u32, f32)> = rows
         .into_iter()
         .flatten()
         .flat_map(|(r, c, v)| [(r, c, v), (c, r, v)])

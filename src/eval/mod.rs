@@ -41,7 +41,7 @@ use crate::ingest::{CatalogEntry, OrderLog};
 use crate::model::similar::SimilarIndex;
 use crate::model::{Model, NONE};
 use crate::progress::{Progress, StageClock};
-use crate::rank::blend::bought_together_list;
+use crate::rank::blend::bought_together_with_similar;
 use crate::rank::request::{
     ContextEntry, FilterSpec, MAX_CONTEXT_ITEMS, PurchasedPolicy, RecommendQuery, Surface,
 };
@@ -183,9 +183,16 @@ pub struct EvalReport {
 /// The method names, as reported.
 pub const COBUY: &str = "cobuy";
 pub const COBUY_UNTUNED: &str = "cobuy (configured weights)";
-/// cobuy on a model built without embeddings (no similar items, no backfilled lists), tuned
-/// the same way: what the embeddings add.
-pub const COBUY_WITHOUT_EMBEDDINGS: &str = "cobuy without embeddings";
+/// cobuy with the embedding signals on (built-in weights 0): the customer-vector explore signal
+/// tuned from 0.1 on validation users (basket protocols); thin lists backfilled from embedding
+/// neighbours and the context-centroid neighbours at weight 0.1 (bought together).
+pub const COBUY_WITH_EMBEDDINGS: &str = "cobuy + embedding signals";
+/// Starting weight of the explore signal in the embedding variant.
+const HISTORY_SIMILAR_START: f32 = 0.1;
+/// Context-centroid neighbours' weight (against 1 for co-occurrence) in the embedding variant.
+const CONTEXT_SIMILAR_WEIGHT: f32 = 0.1;
+/// Lists shorter than this are backfilled in the embedding variant.
+const BACKFILL_MIN_LIST: usize = 10;
 pub const G_TOP_FREQ: &str = "G-TopFreq";
 pub const P_TOP_FREQ: &str = "P-TopFreq";
 pub const GP_TOP_FREQ: &str = "GP-TopFreq";
@@ -288,7 +295,6 @@ fn basket_protocol(
     let configured = build.blend.get(surface);
     let tuned_names: &[&str] = match protocol {
         Protocol::NextBasket => &[
-            "history_similar",
             "repeat",
             "buy_again",
             "history_next_order",
@@ -296,7 +302,6 @@ fn basket_protocol(
             "popular",
         ],
         _ => &[
-            "history_similar",
             "repeat",
             "buy_again",
             "history_next_order",
@@ -368,12 +373,12 @@ fn basket_protocol(
             cfg.tifu,
         );
         let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, blend, c);
-        let tuned = |model: &Model, what: &str| -> Blend {
+        let tuned = |start: Blend, names: &[&str], what: &str| -> Blend {
             if !cfg.tune {
-                return configured;
+                return start;
             }
-            let (blend, score) = tune::coordinate_ascent(configured, tuned_names, |b| {
-                per_user_objective(&validation, |c| cobuy_list(model, surface, b, c))
+            let (blend, score) = tune::coordinate_ascent(start, names, |b| {
+                per_user_objective(&validation, |c| cobuy_list(&model, surface, b, c))
             });
             tracing::info!(
                 fold,
@@ -384,7 +389,7 @@ fn basket_protocol(
             );
             blend
         };
-        let blend = tuned(&model, "full");
+        let blend = tuned(configured, tuned_names, "built-in signals");
         let p = cfg.tifu;
         let mut add = |name: &'static str, scores: FoldScores| {
             folds.entry(name).or_default().push(scores);
@@ -428,15 +433,16 @@ fn basket_protocol(
         );
         add(COBUY, scores);
         if cfg.ablation {
-            let plain = fold_model(fold, &train_log, catalog, &without_embeddings(build));
-            let plain_blend = tuned(&plain, "without embeddings");
+            let start = Blend {
+                history_similar: HISTORY_SIMILAR_START,
+                ..configured
+            };
+            let mut names = tuned_names.to_vec();
+            names.push("history_similar");
+            let with_embeddings = tuned(start, &names, "with embedding signals");
             add(
-                COBUY_WITHOUT_EMBEDDINGS,
-                score_cases(
-                    &test,
-                    |c| cobuy_list(&plain, surface, &plain_blend, c),
-                    &model,
-                ),
+                COBUY_WITH_EMBEDDINGS,
+                score_cases(&test, |c| cobuy(&with_embeddings, c), &model),
             );
         }
         result.blends.push(blend);
@@ -450,14 +456,6 @@ fn basket_protocol(
     bar.finish(cfg.folds as u64);
     result.methods = summarise(folds, &result.category_names);
     result.into_public()
-}
-
-/// The build configuration with embeddings (and everything built on them) turned off.
-fn without_embeddings(build: &BuildConfig) -> BuildConfig {
-    BuildConfig {
-        embedding_dim: 0,
-        ..build.clone()
-    }
 }
 
 /// The model of one fold's training data. Similar items come from an exact scan: eval measures
@@ -706,16 +704,17 @@ fn bought_together(
             .map(|(c, _)| counts.recommend(c, BT_K))
             .collect();
         score(COOCCURRENCE, cooc);
-        let ranked = |model: &Model| -> Vec<Vec<u32>> {
+        let ranked = |model: &Model, similar_weight: f32| -> Vec<Vec<u32>> {
             cases
                 .par_iter()
                 .map(|(c, _)| {
-                    bought_together_list(
+                    bought_together_with_similar(
                         model,
                         None,
                         context_entries(model, c),
                         BT_K,
                         FilterSpec::default(),
+                        similar_weight,
                     )
                     .items
                     .into_iter()
@@ -724,10 +723,17 @@ fn bought_together(
                 })
                 .collect()
         };
-        score(COBUY, ranked(&model));
+        score(COBUY, ranked(&model, 0.0));
         if cfg.ablation {
-            let plain = fold_model(fold, &train_log, catalog, &without_embeddings(build));
-            score(COBUY_WITHOUT_EMBEDDINGS, ranked(&plain));
+            let backfilled = BuildConfig {
+                backfill_min_list: BACKFILL_MIN_LIST,
+                ..build.clone()
+            };
+            let with_embeddings = fold_model(fold, &train_log, catalog, &backfilled);
+            score(
+                COBUY_WITH_EMBEDDINGS,
+                ranked(&with_embeddings, CONTEXT_SIMILAR_WEIGHT),
+            );
         }
         result.test_cases_per_fold.push(cases.len());
         result.validation_cases_per_fold.push(0);
@@ -790,7 +796,7 @@ const ORDER: [&str; 8] = [
     TIFU_KNN,
     COOCCURRENCE,
     COBUY_UNTUNED,
-    COBUY_WITHOUT_EMBEDDINGS,
+    COBUY_WITH_EMBEDDINGS,
     COBUY,
 ];
 
@@ -844,7 +850,7 @@ fn summarise(
 }
 
 fn is_baseline(method: &str) -> bool {
-    ![COBUY, COBUY_UNTUNED, COBUY_WITHOUT_EMBEDDINGS].contains(&method)
+    ![COBUY, COBUY_UNTUNED, COBUY_WITH_EMBEDDINGS].contains(&method)
 }
 
 fn compare(result: &ProtocolResult) -> Vec<Comparison> {

@@ -854,6 +854,19 @@ pub fn bought_together_list(
     k: usize,
     filters: super::request::FilterSpec,
 ) -> RankedList {
+    bought_together_with_similar(model, customer_id, items, k, filters, 0.0)
+}
+
+/// [`bought_together_list`] with the `context_similar` signal at `similar_weight` (against 1 for
+/// co-occurrence): how `cobuy eval` measures what embedding neighbours add.
+pub fn bought_together_with_similar(
+    model: &Model,
+    customer_id: Option<String>,
+    items: Vec<ContextEntry>,
+    k: usize,
+    filters: super::request::FilterSpec,
+    similar_weight: f32,
+) -> RankedList {
     let blend = Blend {
         context_bought_together: 1.0,
         context_next_order: 0.0,
@@ -864,7 +877,7 @@ pub fn bought_together_list(
         upsell: 0.0,
         popular: 0.0,
         history_similar: 0.0,
-        context_similar: 0.0,
+        context_similar: similar_weight,
     };
     let query = RecommendQuery {
         customer_id,

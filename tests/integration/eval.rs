@@ -56,7 +56,7 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
             .map(|m| m["method"].as_str().expect("method"))
             .collect();
         let expected: &[&str] = if p["protocol"] == "bought_together" {
-            &["co-occurrence count", "cobuy without embeddings", "cobuy"]
+            &["co-occurrence count", "cobuy + embedding signals", "cobuy"]
         } else {
             &[
                 "G-TopFreq",
@@ -64,7 +64,7 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
                 "GP-TopFreq",
                 "TIFU-KNN",
                 "cobuy (configured weights)",
-                "cobuy without embeddings",
+                "cobuy + embedding signals",
                 "cobuy",
             ]
         };
