@@ -112,9 +112,16 @@ pub fn upsell(
                     || shared_depth(candidate).is_some_and(|d| d <= MAX_NEIGHBOUR_DEPTH))
                 && allow(candidate)
         };
-        // The precomputed list only: a price band and a category are a selective filter, and
-        // the category candidates below fill what the list does not hold.
-        for s in model.similar_to(anchor, NEIGHBOURS_PER_RESULT * limit, false, &neighbour_ok) {
+        // With categories, the precomputed list only: a price band and a category are a
+        // selective filter, and the category candidates below fill what the list lacks.
+        // Without, the neighbours are the only candidates: search beyond the list.
+        let beyond_list = leaf == NONE;
+        for s in model.similar_to(
+            anchor,
+            NEIGHBOURS_PER_RESULT * limit,
+            beyond_list,
+            &neighbour_ok,
+        ) {
             let depth = if leaf == NONE {
                 0
             } else {

@@ -31,7 +31,7 @@ async fn an_open_loop_step_sends_on_schedule_and_gets_every_answer() {
     assert_eq!(calls.len(), 500);
     let kinds: std::collections::HashSet<std::mem::Discriminant<_>> =
         calls.iter().map(std::mem::discriminant).collect();
-    assert_eq!(kinds.len(), 4, "the `all` mix uses every RPC");
+    assert_eq!(kinds.len(), 5, "the `all` mix uses every RPC");
     let server = TestServer::start(dir.path().to_path_buf(), false).await;
     let _ = server.channel().await;
     let report = run_step(&spec(server.addr, 200.0, 1.0), Arc::new(calls))
