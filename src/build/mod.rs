@@ -141,6 +141,14 @@ pub fn model_from_log(
     let items = clock.run("items", || {
         items::compute(log, catalog, counts, &history.repurchase, cfg)
     });
+    let mut history = history;
+    let (due_offsets, due) = history::due_candidates(
+        &history.customers,
+        &history.repurchase,
+        &items.items.replenishable,
+    );
+    history.customers.due_offsets = due_offsets;
+    history.customers.due = due;
     let popularity = clock.run("popularity", || {
         popularity::compute(log, &items.items, &items.categories, time.last_order, cfg)
     });

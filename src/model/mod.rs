@@ -276,12 +276,71 @@ pub struct CustomerTable {
     /// Items of the customer's most recent order, CSR by customer index.
     pub last_order_offsets: Vec<u32>,
     pub last_order_items: Vec<u32>,
+    /// Repeat candidates, most likely first, CSR by customer index (`build::history`).
+    pub repeat_offsets: Vec<u32>,
+    pub repeat: Vec<RepeatEntry>,
+    /// Re-purchasable history items with their interval and confidence, CSR by customer index
+    /// (`build::history::due_candidates`).
+    pub due_offsets: Vec<u32>,
+    pub due: Vec<DueCandidate>,
+}
+
+/// A re-purchasable item of a customer, everything but the request's time worked out.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct DueCandidate {
+    /// Index into the customer's history.
+    pub entry: u32,
+    pub interval_days: f32,
+    pub confidence: f32,
+    pub spread_days: f32,
+    /// Confidence times the damped purchase frequency: the score when exactly due.
+    pub strength: f32,
+}
+
+/// One repeat candidate of a customer: an index into their history and the chance their next
+/// order holds that item again.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RepeatEntry {
+    pub entry: u32,
+    pub probability: f32,
 }
 
 impl CustomerTable {
     pub fn history(&self, customer: CustomerIdx) -> &[HistoryEntry] {
         let c = customer.ix();
         &self.history[self.history_offsets[c] as usize..self.history_offsets[c + 1] as usize]
+    }
+
+    /// The customer's re-purchasable items with their history entries.
+    pub fn due_candidates(
+        &self,
+        customer: CustomerIdx,
+    ) -> impl Iterator<Item = (&HistoryEntry, &DueCandidate)> + '_ {
+        let c = customer.ix();
+        let history = self.history(customer);
+        let range = match (self.due_offsets.get(c), self.due_offsets.get(c + 1)) {
+            (Some(&a), Some(&b)) => a as usize..b as usize,
+            _ => 0..0,
+        };
+        self.due[range]
+            .iter()
+            .filter_map(move |d| history.get(d.entry as usize).map(|h| (h, d)))
+    }
+
+    /// The customer's repeat candidates, most likely first, with their history entries.
+    pub fn repeat_candidates(
+        &self,
+        customer: CustomerIdx,
+    ) -> impl Iterator<Item = (&HistoryEntry, f32)> + '_ {
+        let c = customer.ix();
+        let history = self.history(customer);
+        let range = match (self.repeat_offsets.get(c), self.repeat_offsets.get(c + 1)) {
+            (Some(&a), Some(&b)) => a as usize..b as usize,
+            _ => 0..0,
+        };
+        self.repeat[range]
+            .iter()
+            .filter_map(move |r| history.get(r.entry as usize).map(|h| (h, r.probability)))
     }
 
     pub fn last_order_items(&self, customer: CustomerIdx) -> &[u32] {

@@ -282,6 +282,12 @@ fn validate(data: &ModelData) -> Result<(), String> {
         || c.last_order_offsets.len() != nc + 1
         || c.orders.len() != nc
         || c.order_weight.len() != nc
+        || c.repeat_offsets.len() != nc + 1
+        || c.repeat_offsets.last().copied().unwrap_or(0) as usize != c.repeat.len()
+        || c.repeat_offsets.windows(2).any(|w| w[0] > w[1])
+        || c.due_offsets.len() != nc + 1
+        || c.due_offsets.last().copied().unwrap_or(0) as usize != c.due.len()
+        || c.due_offsets.windows(2).any(|w| w[0] > w[1])
     {
         return Err("customer tables differ in length".into());
     }

@@ -632,61 +632,37 @@ fn context_similar_contributions(
     }
 }
 
-/// History items considered by the repeat signal, most likely first.
-const MAX_REPEAT_ITEMS: usize = 200;
-/// Pseudo-orders of the item's population rate in the repeat estimate: a customer's own
-/// frequency outweighs it after a few orders.
-const REPEAT_PRIOR_ORDERS: f32 = 10.0;
-/// Pseudo-exposures shrinking an item's next-order repeat rate towards the rate of all items.
-const REPEAT_RATE_PRIOR_EXPOSURES: f32 = 10.0;
-
-/// The chance the customer's next order holds each history item again:
-/// `p = (n · f + m · r) / (n + m)`, with `n` the customer's orders, `f` the time-decayed share
-/// of them holding the item (the personal frequency of P-TopFreq and TIFU-KNN, Hu et al.,
-/// SIGIR 2020), `r` the item's next-order repeat rate over all customers (shrunk, see
-/// [`crate::model::RepurchaseStats::next_order_repeat_rate`]) and `m` =
-/// [`REPEAT_PRIOR_ORDERS`]. After one order every item has `f = 1`, and `r` decides which of
-/// them come back (milk does, a lamp does not); after many, the customer's own habits do.
+/// The customer's precomputed repeat candidates (see `build::history::repeat_lists` for the
+/// estimate), quoting their personal rhythm when there is one.
 fn repeat_contributions(model: &Model, customer: CustomerIdx, out: &mut Vec<Contribution>) {
     out.clear();
-    let data = &model.data;
-    let customers = &data.customers;
-    let orders = customers.orders[customer.ix()] as f32;
-    let order_weight = customers.order_weight[customer.ix()];
-    if order_weight <= 0.0 {
-        return;
-    }
-    let prior = data.next_order_repeat_prior;
-    out.extend(customers.history(customer).iter().map(|h| {
-        let share = (h.weight / order_weight).min(1.0);
-        let rate = data.repurchase[h.item as usize]
-            .next_order_repeat_rate(prior, REPEAT_RATE_PRIOR_EXPOSURES);
-        // The personal rhythm, when there is one, is what a reminder quotes.
-        let (interval_days, due_at) = if h.interval_days.is_finite() {
-            let interval = h.interval_days.max(1.0);
-            let due = h.last_purchase + (interval as f64 * crate::model::SECONDS_PER_DAY) as i64;
-            (interval, due)
-        } else {
-            (0.0, 0)
-        };
-        Contribution {
-            item: ItemIdx(h.item),
-            raw: (orders * share + REPEAT_PRIOR_ORDERS * rate) / (orders + REPEAT_PRIOR_ORDERS),
-            source: Some(ItemIdx(h.item)),
-            evidence: Evidence {
-                support: h.purchases,
-                interval_days,
-                due_at,
-                ..Default::default()
-            },
-        }
-    }));
-    if out.len() > MAX_REPEAT_ITEMS {
-        let likeliest =
-            |a: &Contribution, b: &Contribution| b.raw.total_cmp(&a.raw).then(a.item.cmp(&b.item));
-        out.select_nth_unstable_by(MAX_REPEAT_ITEMS, likeliest);
-        out.truncate(MAX_REPEAT_ITEMS);
-    }
+    out.extend(
+        model
+            .data
+            .customers
+            .repeat_candidates(customer)
+            .map(|(h, probability)| {
+                let (interval_days, due_at) = if h.interval_days.is_finite() {
+                    let interval = h.interval_days.max(1.0);
+                    let due =
+                        h.last_purchase + (interval as f64 * crate::model::SECONDS_PER_DAY) as i64;
+                    (interval, due)
+                } else {
+                    (0.0, 0)
+                };
+                Contribution {
+                    item: ItemIdx(h.item),
+                    raw: probability,
+                    source: Some(ItemIdx(h.item)),
+                    evidence: Evidence {
+                        support: h.purchases,
+                        interval_days,
+                        due_at,
+                        ..Default::default()
+                    },
+                }
+            }),
+    );
 }
 
 /// The last order's items (weight 1) and the most frequent history items (weight up to 0.5).

@@ -11,8 +11,6 @@
 use crate::ids::{CustomerIdx, ItemIdx};
 use crate::model::{Model, SECONDS_PER_DAY};
 
-const PRIOR_PURCHASES: f32 = 2.0;
-
 /// One item the customer may buy again.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DueItem {
@@ -28,7 +26,9 @@ pub struct DueItem {
     pub due_within_horizon: bool,
 }
 
-/// Items of the customer's history that are re-purchasable, best first, at most `limit`.
+/// Items of the customer's history that are re-purchasable, best first, at most `limit`. The
+/// parts that do not depend on `as_of` (which items, interval, confidence, spread) are
+/// precomputed per customer by `build::history::due_candidates`; this adds the timing.
 pub fn buy_again(
     model: &Model,
     customer: CustomerIdx,
@@ -36,54 +36,29 @@ pub fn buy_again(
     horizon_days: f32,
     limit: usize,
 ) -> Vec<DueItem> {
-    let data = &model.data;
-    let mut due: Vec<DueItem> = data
+    let mut due: Vec<DueItem> = model
+        .data
         .customers
-        .history(customer)
-        .iter()
-        .filter_map(|h| {
-            let item = h.item as usize;
-            let stats = &data.repurchase[item];
-            let personally_repeated = h.purchases >= 2 && h.interval_days.is_finite();
-            if !data.items.replenishable[item] && !personally_repeated {
-                return None;
-            }
-            let item_interval = stats.median_interval_days;
-            let interval = match (
-                h.purchases,
-                h.interval_days.is_finite(),
-                item_interval.is_finite(),
-            ) {
-                (p, true, _) if p >= 3 => h.interval_days,
-                (_, true, true) => 0.5 * (h.interval_days + item_interval),
-                (_, true, false) => h.interval_days,
-                (_, false, true) => item_interval,
-                (_, false, false) => return None,
-            }
-            .max(1.0);
-            let share = stats.repeat_share();
-            let confidence = (h.purchases as f32 - 1.0 + PRIOR_PURCHASES * share)
-                / (h.purchases as f32 + PRIOR_PURCHASES);
-            let due_at = h.last_purchase + (interval as f64 * SECONDS_PER_DAY) as i64;
+        .due_candidates(customer)
+        .map(|(h, c)| {
+            let due_at = h.last_purchase + (c.interval_days as f64 * SECONDS_PER_DAY) as i64;
             let days_to_due = ((due_at - as_of) as f64 / SECONDS_PER_DAY) as f32;
-            let spread = stats.interval_iqr_days.max(0.25 * interval).max(1.0);
             let timing = if days_to_due > 0.0 {
-                (-0.5 * (days_to_due / spread).powi(2)).exp()
+                (-0.5 * (days_to_due / c.spread_days).powi(2)).exp()
             } else {
                 // Long overdue: the customer may have moved on.
-                (days_to_due / (3.0 * interval)).exp()
+                (days_to_due / (3.0 * c.interval_days)).exp()
             };
-            let score = confidence * (0.25 + 0.75 * timing) * (1.0 + h.weight).ln_1p();
-            Some(DueItem {
+            DueItem {
                 item: ItemIdx(h.item),
-                score,
+                score: c.strength * (0.25 + 0.75 * timing),
                 due_at,
-                interval_days: interval,
-                confidence,
+                interval_days: c.interval_days,
+                confidence: c.confidence,
                 purchases: h.purchases,
                 last_purchase: h.last_purchase,
                 due_within_horizon: days_to_due <= horizon_days,
-            })
+            }
         })
         .collect();
     let best_first =

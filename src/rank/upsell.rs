@@ -62,12 +62,12 @@ pub fn upsell(
             .lineage(theirs)
             .find_map(|c| lineage.iter().position(|&a| a == c))
     };
+    // `top` is sorted by recent popularity: its head is the maximum (no scan per request).
     let max_log_pop = data
         .popularity
-        .recent
-        .iter()
-        .copied()
-        .fold(0.0f32, f32::max)
+        .top
+        .first()
+        .map_or(0.0, |&i| data.popularity.recent[i as usize])
         .ln_1p()
         .max(1e-6);
     let embeddings = &data.embeddings;
