@@ -753,6 +753,9 @@ fn popular_contributions(
     }
 }
 
+/// Candidates ordered up front per requested item (see [`select`]).
+const SELECT_HEAD_PER_K: usize = 8;
+
 /// Best-first selection under the filter, at most `ceil(k · share)` per leaf category.
 fn select(
     model: &Model,
@@ -767,12 +770,28 @@ fn select(
         .enumerate()
         .map(|(slot, c)| (c.total, c.item.0, slot as u32))
         .collect();
-    order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    // Most walks end within the first few k candidates: order only those, and the rest if the
+    // filter and the category cap use them up (requests pool hundreds to thousands).
+    let best_first =
+        |a: &(f32, u32, u32), b: &(f32, u32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let head = (SELECT_HEAD_PER_K * k).min(order.len());
+    if head < order.len() {
+        order.select_nth_unstable_by(head, best_first);
+    }
+    order[..head].sort_unstable_by(best_first);
+    let mut rest_sorted = head == order.len();
     let per_category = ((k as f32 * max_category_share).ceil() as usize).max(1);
     let mut taken: FxHashMap<u32, usize> = FxHashMap::default();
     let mut chosen: Vec<usize> = Vec::with_capacity(k);
     let mut deferred: Vec<usize> = Vec::new();
-    for &(_, item, slot) in &order {
+    let mut at = 0;
+    while at < order.len() {
+        if at == head && !rest_sorted {
+            order[head..].sort_unstable_by(best_first);
+            rest_sorted = true;
+        }
+        let (_, item, slot) = order[at];
+        at += 1;
         if chosen.len() >= k {
             break;
         }
