@@ -171,6 +171,8 @@ pub fn compute(
         repeat: Vec::new(),
         due_offsets: Vec::new(),
         due: Vec::new(),
+        neighbour_offsets: Vec::new(),
+        neighbour_items: Vec::new(),
     };
     for c in 0..n_customers {
         let orders = baskets.customer_orders(c as u32);

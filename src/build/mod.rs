@@ -6,6 +6,7 @@ pub mod cooccur;
 pub mod embed;
 pub mod history;
 mod items;
+pub mod neighbours;
 mod popularity;
 
 use std::path::PathBuf;
@@ -149,6 +150,11 @@ pub fn model_from_log(
     );
     history.customers.due_offsets = due_offsets;
     history.customers.due = due;
+    let (offsets, entries) = clock.run("customer neighbours", || {
+        neighbours::neighbour_items(&history.customers, items.items.len())
+    });
+    history.customers.neighbour_offsets = offsets;
+    history.customers.neighbour_items = entries;
     let popularity = clock.run("popularity", || {
         popularity::compute(log, &items.items, &items.categories, time.last_order, cfg)
     });

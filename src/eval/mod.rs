@@ -295,6 +295,7 @@ fn basket_protocol(
     let configured = build.blend.get(surface);
     let tuned_names: &[&str] = match protocol {
         Protocol::NextBasket => &[
+            "like_customers",
             "repeat",
             "buy_again",
             "history_next_order",
@@ -302,6 +303,7 @@ fn basket_protocol(
             "popular",
         ],
         _ => &[
+            "like_customers",
             "repeat",
             "buy_again",
             "history_next_order",

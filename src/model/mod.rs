@@ -283,6 +283,10 @@ pub struct CustomerTable {
     /// (`build::history::due_candidates`).
     pub due_offsets: Vec<u32>,
     pub due: Vec<DueCandidate>,
+    /// What the customer's nearest customers buy, (item, score) best first, CSR by customer
+    /// index (`build::neighbours`).
+    pub neighbour_offsets: Vec<u32>,
+    pub neighbour_items: Vec<(u32, f32)>,
 }
 
 /// A re-purchasable item of a customer, everything but the request's time worked out.
@@ -309,6 +313,18 @@ impl CustomerTable {
     pub fn history(&self, customer: CustomerIdx) -> &[HistoryEntry] {
         let c = customer.ix();
         &self.history[self.history_offsets[c] as usize..self.history_offsets[c + 1] as usize]
+    }
+
+    /// What customers like this one buy, best first.
+    pub fn neighbour_items(&self, customer: CustomerIdx) -> &[(u32, f32)] {
+        let c = customer.ix();
+        match (
+            self.neighbour_offsets.get(c),
+            self.neighbour_offsets.get(c + 1),
+        ) {
+            (Some(&a), Some(&b)) => &self.neighbour_items[a as usize..b as usize],
+            _ => &[],
+        }
     }
 
     /// The customer's re-purchasable items with their history entries.

@@ -288,11 +288,15 @@ fn validate(data: &ModelData) -> Result<(), String> {
         || c.due_offsets.len() != nc + 1
         || c.due_offsets.last().copied().unwrap_or(0) as usize != c.due.len()
         || c.due_offsets.windows(2).any(|w| w[0] > w[1])
+        || c.neighbour_offsets.len() != nc + 1
+        || c.neighbour_offsets.last().copied().unwrap_or(0) as usize != c.neighbour_items.len()
+        || c.neighbour_offsets.windows(2).any(|w| w[0] > w[1])
     {
         return Err("customer tables differ in length".into());
     }
     if c.history.iter().any(|h| h.item as usize >= n)
         || c.last_order_items.iter().any(|&i| i as usize >= n)
+        || c.neighbour_items.iter().any(|&(i, _)| i as usize >= n)
     {
         return Err("customer history names an unknown item".into());
     }

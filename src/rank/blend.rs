@@ -44,6 +44,9 @@ pub struct Blend {
     /// "Quality").
     #[serde(default)]
     pub context_similar: f32,
+    /// What the customer's nearest customers buy (`build::neighbours`).
+    #[serde(default)]
+    pub like_customers: f32,
 }
 
 impl Blend {
@@ -51,6 +54,7 @@ impl Blend {
     pub fn for_surface(surface: Surface) -> Blend {
         let b = |cbt, cno, hbt, hno, ba, rep, up, pop, sim| Blend {
             context_similar: 0.0,
+            like_customers: 0.0,
             context_bought_together: cbt,
             context_next_order: cno,
             history_bought_together: hbt,
@@ -72,7 +76,7 @@ impl Blend {
     }
 
     /// The weights by name, for tuning and reports.
-    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 10] {
+    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 11] {
         [
             ("context_bought_together", &mut self.context_bought_together),
             ("context_next_order", &mut self.context_next_order),
@@ -84,6 +88,7 @@ impl Blend {
             ("popular", &mut self.popular),
             ("history_similar", &mut self.history_similar),
             ("context_similar", &mut self.context_similar),
+            ("like_customers", &mut self.like_customers),
         ]
     }
 
@@ -437,6 +442,18 @@ fn rank_into(
         if blend.repeat > 0.0 {
             repeat_contributions(model, customer, &mut scratch);
             pool.add_signal(blend.repeat, Reason::BuyAgain, &scratch);
+        }
+        if blend.like_customers > 0.0 {
+            scratch.clear();
+            scratch.extend(data.customers.neighbour_items(customer).iter().map(
+                |&(item, score)| Contribution {
+                    item: ItemIdx(item),
+                    raw: score,
+                    source: None,
+                    evidence: Evidence::default(),
+                },
+            ));
+            pool.add_signal(blend.like_customers, Reason::LikeCustomers, &scratch);
         }
         if blend.history_similar > 0.0 {
             history_similar_contributions(model, customer, view.bought, &filter, &mut scratch);
@@ -873,6 +890,7 @@ pub fn bought_together_with_similar(
         popular: 0.0,
         history_similar: 0.0,
         context_similar: similar_weight,
+        like_customers: 0.0,
     };
     let query = RecommendQuery {
         customer_id,
@@ -1057,6 +1075,7 @@ mod tests {
             popular: 0.0,
             history_similar: 0.0,
             context_similar: 0.0,
+            like_customers: 0.0,
         };
         let query = RecommendQuery {
             customer_id: Some(customer.into()),

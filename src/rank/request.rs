@@ -56,6 +56,8 @@ pub enum Reason {
     BuyAgain,
     Similar,
     Popular,
+    /// Bought by the customers most like this one.
+    LikeCustomers,
 }
 
 /// What to do with items the customer bought before.

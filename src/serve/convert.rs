@@ -35,6 +35,7 @@ fn reason(reason: Reason) -> pb::Reason {
         Reason::BuyAgain => pb::Reason::BuyAgain,
         Reason::Similar => pb::Reason::Similar,
         Reason::Popular => pb::Reason::Popular,
+        Reason::LikeCustomers => pb::Reason::LikeCustomers,
     }
 }
 
@@ -252,6 +253,7 @@ fn evidence_text(model: &Model, rec: &Recommendation) -> String {
         ),
         Reason::Similar => format!("bought in the same kinds of baskets as {source}"),
         Reason::Popular => format!("popular: in {} orders", e.support),
+        Reason::LikeCustomers => "bought by customers who buy what you buy".to_owned(),
     }
 }
 
