@@ -296,6 +296,7 @@ fn basket_protocol(
     let tuned_names: &[&str] = match protocol {
         Protocol::NextBasket => &[
             "like_customers",
+            "like_customers_repeat",
             "repeat",
             "buy_again",
             "history_next_order",
@@ -304,6 +305,7 @@ fn basket_protocol(
         ],
         _ => &[
             "like_customers",
+            "like_customers_repeat",
             "repeat",
             "buy_again",
             "history_next_order",

@@ -44,9 +44,15 @@ pub struct Blend {
     /// "Quality").
     #[serde(default)]
     pub context_similar: f32,
-    /// What the customer's nearest customers buy (`build::neighbours`).
+    /// What the customer's nearest customers buy (`build::neighbours`) that the customer has
+    /// not bought: the explore half of "customers like them".
     #[serde(default)]
     pub like_customers: f32,
+    /// The same neighbours' weight on items the customer has bought: a personal re-purchase
+    /// prior in the spirit of TIFU-KNN's neighbour term (an item the customer's look-alikes keep
+    /// buying is likelier to be bought again). Scores only the customer's own items.
+    #[serde(default)]
+    pub like_customers_repeat: f32,
 }
 
 impl Blend {
@@ -55,6 +61,7 @@ impl Blend {
         let b = |cbt, cno, hbt, hno, ba, rep, up, pop, sim| Blend {
             context_similar: 0.0,
             like_customers: 0.0,
+            like_customers_repeat: 0.0,
             context_bought_together: cbt,
             context_next_order: cno,
             history_bought_together: hbt,
@@ -76,7 +83,7 @@ impl Blend {
     }
 
     /// The weights by name, for tuning and reports.
-    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 11] {
+    pub fn weights_mut(&mut self) -> [(&'static str, &mut f32); 12] {
         [
             ("context_bought_together", &mut self.context_bought_together),
             ("context_next_order", &mut self.context_next_order),
@@ -89,6 +96,7 @@ impl Blend {
             ("history_similar", &mut self.history_similar),
             ("context_similar", &mut self.context_similar),
             ("like_customers", &mut self.like_customers),
+            ("like_customers_repeat", &mut self.like_customers_repeat),
         ]
     }
 
@@ -443,17 +451,23 @@ fn rank_into(
             repeat_contributions(model, customer, &mut scratch);
             pool.add_signal(blend.repeat, Reason::BuyAgain, &scratch);
         }
-        if blend.like_customers > 0.0 {
-            scratch.clear();
-            scratch.extend(data.customers.neighbour_items(customer).iter().map(
-                |&(item, score)| Contribution {
+        if blend.like_customers > 0.0 || blend.like_customers_repeat > 0.0 {
+            let (mut new, mut own) = (Vec::new(), Vec::new());
+            for &(item, score) in data.customers.neighbour_items(customer) {
+                let contribution = Contribution {
                     item: ItemIdx(item),
                     raw: score,
                     source: None,
                     evidence: Evidence::default(),
-                },
-            ));
-            pool.add_signal(blend.like_customers, Reason::LikeCustomers, &scratch);
+                };
+                if view.bought.binary_search_by_key(&item, |h| h.item).is_ok() {
+                    own.push(contribution);
+                } else {
+                    new.push(contribution);
+                }
+            }
+            pool.add_signal(blend.like_customers, Reason::LikeCustomers, &new);
+            pool.add_signal(blend.like_customers_repeat, Reason::LikeCustomers, &own);
         }
         if blend.history_similar > 0.0 {
             history_similar_contributions(model, customer, view.bought, &filter, &mut scratch);
@@ -891,6 +905,7 @@ pub fn bought_together_with_similar(
         history_similar: 0.0,
         context_similar: similar_weight,
         like_customers: 0.0,
+        like_customers_repeat: 0.0,
     };
     let query = RecommendQuery {
         customer_id,
@@ -1063,20 +1078,20 @@ mod tests {
         Model::new("test".into(), data)
     }
 
+    /// The blend with every weight 0 but `name`'s.
+    fn only(name: &str) -> Blend {
+        let mut blend = Blend::for_surface(Surface::Home);
+        for (n, w) in blend.weights_mut() {
+            *w = if n == name { 1.0 } else { 0.0 };
+        }
+        blend
+    }
+
     fn repeat_only(model: &Model, customer: &str) -> Vec<String> {
-        let blend = Blend {
-            context_bought_together: 0.0,
-            context_next_order: 0.0,
-            history_bought_together: 0.0,
-            history_next_order: 0.0,
-            buy_again: 0.0,
-            repeat: 1.0,
-            upsell: 0.0,
-            popular: 0.0,
-            history_similar: 0.0,
-            context_similar: 0.0,
-            like_customers: 0.0,
-        };
+        ranked(model, customer, &only("repeat"))
+    }
+
+    fn ranked(model: &Model, customer: &str, blend: &Blend) -> Vec<String> {
         let query = RecommendQuery {
             customer_id: Some(customer.into()),
             surface: Surface::Home,
@@ -1088,11 +1103,29 @@ mod tests {
             },
             as_of: None,
         };
-        recommend_with(model, &query, &blend)
+        recommend_with(model, &query, blend)
             .items
             .iter()
             .map(|r| model.item_id(r.item).to_owned())
             .collect()
+    }
+
+    #[test]
+    fn customers_like_them_split_into_new_items_and_own_items() {
+        let model = model();
+        // c10 bought milk and the lamp; its look-alikes (c0..c9) also buy item 2.
+        let new = ranked(&model, "c10", &only("like_customers"));
+        let own = ranked(&model, "c10", &only("like_customers_repeat"));
+        assert_eq!(
+            new,
+            [model.item_id(ItemIdx(2))],
+            "only what c10 never bought"
+        );
+        assert!(!own.is_empty(), "c10 has look-alikes");
+        assert!(
+            own.iter().all(|i| i == "milk" || i == "lamp"),
+            "only c10's own items: {own:?}"
+        );
     }
 
     #[test]
