@@ -44,7 +44,7 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
   done
   for target in noop:50092 cobuy:50091 pool:50093; do
     echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
-    load --addr 127.0.0.1:"${target##*:}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.3 --p99-target-ms 2 --max-steps 12
+    load --addr 127.0.0.1:"${target##*:}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.12 --p99-target-ms 2 --max-steps 24
   done
   echo "## model swap under 1000/s (a new version is published 10 s into a 30 s run)"
   (sleep 10; "$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
