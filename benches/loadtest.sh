@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end gRPC latency on completejourney: server pinned to core 0 (one tokio worker), load
 # generator pinned to core 1, the no-op floor measured in the same run. Writes raw results to
-# $OUT (default /tmp/cobuy-loadtest) and prints them. Takes about 12 minutes.
+# $OUT (default /tmp/cobuy-loadtest) and prints them. Takes about 20 minutes.
 #   bash benches/loadtest.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,10 +46,19 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
     echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
     load --addr 127.0.0.1:"${target##*:}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.12 --p99-target-ms 2 --max-steps 24
   done
-  echo "## model swap under 1000/s (a new version is published 10 s into a 30 s run)"
-  (sleep 10; "$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
-     --mapping examples/datasets/completejourney.toml --out "$MODELS" > "$OUT/rebuild.txt" 2>&1) &
+  # A batch host builds the next version; it is copied in beforehand and made live 10 s into
+  # a 30 s run, as `cobuy publish` does after an rsync.
+  STAGE=$OUT/staging
+  rm -rf "$STAGE"
+  "$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
+    --mapping examples/datasets/completejourney.toml --out "$STAGE" > "$OUT/rebuild.txt" 2>&1
+  next=$(cat "$STAGE/CURRENT")
+  mv "$STAGE/$next" "$MODELS/"
+  echo "## model swap under 1000/s (version $next published 10 s into a 30 s run)"
+  (sleep 10; taskset -c 1 nice -n 19 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
   load --addr 127.0.0.1:50091 --rps 1000 --duration-s 30
   wait
+  echo "## steady 1000/s right after"
+  load --addr 127.0.0.1:50091 --rps 1000 --duration-s 30
   grep -h "model swapped in" "$OUT/server-cobuy.log" | tail -2
 } 2>&1 | tee "$OUT/results.txt"

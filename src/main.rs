@@ -44,6 +44,19 @@ enum Command {
     /// Measure recommendation quality on real orders against baselines (next basket, second
     /// purchase, bought together), mean and std over seeded folds.
     Eval(EvalArgs),
+    /// Make an existing version live (one copied in from a build host, or an earlier one to roll
+    /// back to): verifies it loads, then points CURRENT at it; servers follow within their
+    /// watch interval.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// Model directory holding the versions and CURRENT.
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// The version's directory name under the model directory, e.g. 20261124T232626Z.
+    version: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -363,7 +376,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo(args),
         Command::Loadgen(args) => loadgen(args),
         Command::Eval(args) => eval(args),
+        Command::Publish(args) => publish(args),
     }
+}
+
+fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let previous = store::current_version(&args.models).ok();
+    store::promote(&args.models, &args.version)?;
+    tracing::info!(version = %args.version, previous = ?previous, "version published");
+    println!("published {}", args.models.join(&args.version).display());
+    Ok(())
 }
 
 fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {

@@ -5,7 +5,8 @@
 //! renamed into place, and only then is `CURRENT` replaced (write `CURRENT.tmp`, fsync, rename).
 //! A build killed at any point leaves `CURRENT` and the version it names untouched.
 //!
-//! Architecture Invariant: nothing but [`publish`] writes `CURRENT`, and it does so last.
+//! Architecture Invariant: nothing but [`publish`] (last, after the version is complete) and
+//! [`promote`] (after the version loaded and verified) writes `CURRENT`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -123,6 +124,24 @@ pub fn publish_with_index(
     set_current(root, &version)?;
     tracing::info!(version = %version, dir = %final_dir.display(), "model published");
     Ok(final_dir)
+}
+
+/// Makes an existing version live: verifies that `root/<version>` loads (manifest, checksums,
+/// structure), then points `CURRENT` at it. For a version built elsewhere and copied in, or a
+/// roll back to an earlier one. A version that does not load leaves `CURRENT` untouched.
+pub fn promote(root: &Path, version: &str) -> Result<(), StoreError> {
+    let plain_name = !version.is_empty()
+        && version != ".."
+        && !version.starts_with('.')
+        && !version.contains(['/', '\\']);
+    if !plain_name {
+        return Err(StoreError::Invalid {
+            path: root.to_path_buf(),
+            what: format!("{version:?} is not a version name (a directory under the model root)"),
+        });
+    }
+    drop(load_version(&root.join(version))?);
+    set_current(root, version)
 }
 
 /// Points `CURRENT` at `version` atomically.

@@ -421,3 +421,64 @@ fn a_build_killed_halfway_leaves_the_served_model_intact() {
 fn root_current(models: &Path) -> String {
     store::current_version(models).expect("current")
 }
+
+#[test]
+fn publish_promotes_an_existing_version_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = dir.path().join("models");
+    let run_build = || {
+        let out = cobuy_bin()
+            .args(["build", "--mapping"])
+            .arg(fixture("orders.toml"))
+            .arg("--orders")
+            .arg(fixture("orders.csv"))
+            .arg("--out")
+            .arg(&models)
+            .output()
+            .expect("run cobuy");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root_current(&models)
+    };
+    let first = run_build();
+    let second = run_build();
+    assert_ne!(first, second);
+    let publish = |version: &str| {
+        cobuy_bin()
+            .args(["publish", "--models"])
+            .arg(&models)
+            .arg(version)
+            .output()
+            .expect("run cobuy")
+    };
+
+    // Roll back to the first version.
+    let out = publish(&first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(root_current(&models), first);
+
+    // A version that does not exist, a path instead of a name, or a corrupted version is
+    // refused with the reason, and CURRENT stays.
+    for bad in ["20000101T000000Z", "../models", ""] {
+        let out = publish(bad);
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+        assert_eq!(root_current(&models), first);
+    }
+    let bin = models.join(&second).join(store::MODEL_BIN);
+    let mut bytes = std::fs::read(&bin).expect("read");
+    bytes[0] ^= 0xff;
+    std::fs::write(&bin, bytes).expect("write");
+    let out = publish(&second);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checksum"), "{stderr}");
+    assert_eq!(root_current(&models), first);
+}
