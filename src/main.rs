@@ -381,10 +381,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let previous = store::current_version(&args.models).ok();
     store::promote(&args.models, &args.version)?;
     tracing::info!(version = %args.version, previous = ?previous, "version published");
-    println!("published {}", args.models.join(&args.version).display());
+    let dir = args.models.join(&args.version);
+    writeln!(std::io::stdout().lock(), "published {}", dir.display())?;
     Ok(())
 }
 
