@@ -7,45 +7,24 @@
 
 #![allow(clippy::print_stdout)] // a bench reports its percentile table on the terminal
 
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
-use cobuy::build::{BuildInputs, build};
-use cobuy::ingest::IngestOptions;
-use cobuy::mapping::Mapping;
 use cobuy::model::Model;
-use cobuy::progress::Progress;
 use cobuy::rank::recommend;
 use cobuy::rank::request::{ContextEntry, FilterSpec, RecommendQuery, Surface};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 
-const DATA: &str = "../shared/data/completejourney";
 const SEED: u64 = 7;
 const REQUESTS_PER_SURFACE: usize = 2_000;
 const PERCENTILE_ROUNDS: usize = 10;
 const K: usize = 10;
 
 fn load_model() -> Option<Model> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = root.join(DATA);
-    if !data.join("transactions.parquet").exists() {
-        eprintln!(
-            "notice: {} not found; skipping the recommend bench",
-            data.display()
-        );
-        return None;
-    }
-    let inputs = BuildInputs {
-        orders: vec![data.join("transactions.parquet")],
-        catalog: Some(data.join("products.parquet")),
-        mapping: Mapping::from_file(&root.join("examples/datasets/completejourney.toml"))
-            .expect("mapping"),
-        ingest: IngestOptions::default(),
-    };
-    let (model, _) = build(&inputs, &Progress::hidden()).expect("build");
-    Some(Model::new("bench".into(), model))
+    common::completejourney_model("recommend").map(|data| Model::new("bench".into(), data))
 }
 
 /// Real requests: known customers with their last order as context (ORDER_TRACKING, CART), one

@@ -7,46 +7,25 @@
 
 #![allow(clippy::print_stdout)] // a bench reports its tables on the terminal
 
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Instant;
 
-use cobuy::build::{BuildInputs, build};
 use cobuy::ids::ItemIdx;
-use cobuy::ingest::IngestOptions;
-use cobuy::mapping::Mapping;
 use cobuy::model::similar::{SimilarIndex, recall_against_exact};
 use cobuy::model::{Embeddings, Model, ModelData, VectorSource};
-use cobuy::progress::Progress;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-const DATA: &str = "../shared/data/completejourney";
 const SEED: u64 = 11;
 const SIZES: [usize; 5] = [2_000, 5_000, 10_000, 20_000, usize::MAX];
 const QUERIES: usize = 2_000;
 const K: usize = 10;
 
 fn model_data() -> Option<ModelData> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = root.join(DATA);
-    if !data.join("transactions.parquet").exists() {
-        eprintln!(
-            "notice: {} not found; skipping the similar bench",
-            data.display()
-        );
-        return None;
-    }
-    let inputs = BuildInputs {
-        orders: vec![data.join("transactions.parquet")],
-        catalog: Some(data.join("products.parquet")),
-        mapping: Mapping::from_file(&root.join("examples/datasets/completejourney.toml"))
-            .expect("mapping"),
-        ingest: IngestOptions::default(),
-    };
-    let (model, _) = build(&inputs, &Progress::hidden()).expect("build");
-    Some(model)
+    common::completejourney_model("similar")
 }
 
 /// A catalogue of `n` of the indexed items (a seeded sample), compacted: only their rows.

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod ids;
 pub mod ingest;
 pub mod inspect;
+pub mod lists;
 pub mod loadgen;
 pub mod mapping;
 pub mod model;

@@ -77,6 +77,11 @@ pub fn request_mix(model: &Model, mix: Mix, n: usize, seed: u64) -> Vec<Call> {
                 vec![item(0)]
             };
             let basket: Vec<pb::ContextItem> = (0..last.len().min(20)).map(item).collect();
+            // The anchor of item-level calls: the last order's first item, else any item.
+            let anchor = one
+                .first()
+                .map(|i| i.item_id.clone())
+                .unwrap_or_else(|| ids.first().cloned().unwrap_or_default());
             match rng.random_range(0..kinds) {
                 s if s < SURFACES.len() => {
                     let surface = SURFACES[s];
@@ -99,18 +104,12 @@ pub fn request_mix(model: &Model, mix: Mix, n: usize, seed: u64) -> Vec<Call> {
                     ..Default::default()
                 }),
                 s if s == SURFACES.len() + 1 => Call::Upsell(pb::UpsellRequest {
-                    item_id: one
-                        .first()
-                        .map(|i| i.item_id.clone())
-                        .unwrap_or_else(|| ids.first().cloned().unwrap_or_default()),
+                    item_id: anchor,
                     k: 10,
                     ..Default::default()
                 }),
                 s if s == SURFACES.len() + 2 => Call::SimilarItems(pb::SimilarItemsRequest {
-                    item_id: one
-                        .first()
-                        .map(|i| i.item_id.clone())
-                        .unwrap_or_else(|| ids.first().cloned().unwrap_or_default()),
+                    item_id: anchor,
                     k: 10,
                     ..Default::default()
                 }),

@@ -90,11 +90,7 @@ pub fn top_n(scored: &mut Vec<(u32, f32, u32)>, n: usize) {
     let order = |a: &(u32, f32, u32), b: &(u32, f32, u32)| {
         b.1.total_cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0))
     };
-    if scored.len() > n {
-        scored.select_nth_unstable_by(n, order);
-        scored.truncate(n);
-    }
-    scored.sort_unstable_by(order);
+    crate::lists::keep_best(scored, n, order);
 }
 
 /// Runs `visit` (which feeds an anchor's baskets into the scratch) for every item in parallel,
@@ -223,9 +219,5 @@ pub fn backfill(
 /// Keeps the `n` best by score only (ties: lower index), sorted best first.
 fn top_n_by_score(scored: &mut Vec<(u32, f32, u32)>, n: usize) {
     let order = |a: &(u32, f32, u32), b: &(u32, f32, u32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if scored.len() > n {
-        scored.select_nth_unstable_by(n, order);
-        scored.truncate(n);
-    }
-    scored.sort_unstable_by(order);
+    crate::lists::keep_best(scored, n, order);
 }

@@ -309,22 +309,11 @@ fn repeat_lists(
                     .total_cmp(&a.probability)
                     .then(a.entry.cmp(&b.entry))
             };
-            if list.len() > MAX_REPEAT_ITEMS {
-                list.select_nth_unstable_by(MAX_REPEAT_ITEMS, likeliest);
-                list.truncate(MAX_REPEAT_ITEMS);
-            }
-            list.sort_unstable_by(likeliest);
+            crate::lists::keep_best(&mut list, MAX_REPEAT_ITEMS, likeliest);
             list
         })
         .collect();
-    let mut offsets = Vec::with_capacity(lists.len() + 1);
-    offsets.push(0u32);
-    let mut flat = Vec::new();
-    for list in lists {
-        flat.extend(list);
-        offsets.push(flat.len() as u32);
-    }
-    (offsets, flat)
+    crate::lists::flatten(lists)
 }
 
 #[cfg(test)]

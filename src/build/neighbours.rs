@@ -16,7 +16,8 @@
 use rayon::prelude::*;
 
 use crate::ids::CustomerIdx;
-use crate::model::CustomerTable;
+use crate::lists::{flatten, keep_best};
+use crate::model::{CustomerTable, NeighbourItem};
 
 /// Nearest customers per customer.
 pub const NEIGHBOURS: usize = 50;
@@ -25,9 +26,12 @@ pub const ITEMS_PER_CUSTOMER: usize = 100;
 /// Items bought by more customers than this do not count towards similarity.
 const MAX_POSTINGS: usize = 20_000;
 
-/// Per customer, the items their nearest customers buy: CSR offsets and (item, score) entries,
-/// best first.
-pub fn neighbour_items(customers: &CustomerTable, n_items: usize) -> (Vec<u32>, Vec<(u32, f32)>) {
+/// Per customer, the items their nearest customers buy, best first, each marked when the
+/// customer bought it too: CSR offsets and entries.
+pub fn neighbour_items(
+    customers: &CustomerTable,
+    n_items: usize,
+) -> (Vec<u32>, Vec<NeighbourItem>) {
     let n = customers.len();
     let norms: Vec<f32> = (0..n)
         .map(|c| {
@@ -48,7 +52,7 @@ pub fn neighbour_items(customers: &CustomerTable, n_items: usize) -> (Vec<u32>, 
             postings[h.item as usize].push((c as u32, h.weight / norm));
         }
     }
-    let lists: Vec<Vec<(u32, f32)>> = (0..n)
+    let lists: Vec<Vec<NeighbourItem>> = (0..n)
         .into_par_iter()
         .map_init(
             || {
@@ -107,23 +111,19 @@ pub fn neighbour_items(customers: &CustomerTable, n_items: usize) -> (Vec<u32>, 
                     scores[i as usize] = 0.0;
                 }
                 items.clear();
-                if list.len() > ITEMS_PER_CUSTOMER {
-                    list.select_nth_unstable_by(ITEMS_PER_CUSTOMER, closer);
-                    list.truncate(ITEMS_PER_CUSTOMER);
-                }
-                list.sort_unstable_by(closer);
-                list
+                keep_best(&mut list, ITEMS_PER_CUSTOMER, closer);
+                let own = customers.history(CustomerIdx(c as u32));
+                list.into_iter()
+                    .map(|(item, score)| NeighbourItem {
+                        item,
+                        score,
+                        bought: own.binary_search_by_key(&item, |h| h.item).is_ok(),
+                    })
+                    .collect()
             },
         )
         .collect();
-    let mut offsets = Vec::with_capacity(n + 1);
-    offsets.push(0u32);
-    let mut flat = Vec::new();
-    for list in lists {
-        flat.extend(list);
-        offsets.push(flat.len() as u32);
-    }
-    (offsets, flat)
+    flatten(lists)
 }
 
 #[cfg(test)]
@@ -166,17 +166,20 @@ mod tests {
         let of = |c: usize| &items[offsets[c] as usize..offsets[c + 1] as usize];
         let last = of(5);
         assert_eq!(
-            last.first().map(|e| e.0),
+            last.first().map(|e| e.item),
             Some(3),
             "biscuits first: {last:?}"
         );
         assert!(
-            last.iter().all(|&(i, _)| i < 10),
+            last.iter().all(|e| e.item < 10),
             "nothing from the coffee side"
         );
-        assert!(last.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
         assert!(
-            of(4).iter().any(|&(i, _)| i == 13),
+            last.windows(2).all(|w| w[0].score >= w[1].score),
+            "best first"
+        );
+        assert!(
+            of(4).iter().any(|e| e.item == 13),
             "cake for the coffee drinker"
         );
     }

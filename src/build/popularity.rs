@@ -46,13 +46,7 @@ pub fn compute(
             }
         }
     }
-    let mut offsets = Vec::with_capacity(per_category.len() + 1);
-    offsets.push(0u32);
-    let mut flat = Vec::new();
-    for list in per_category {
-        flat.extend(list);
-        offsets.push(flat.len() as u32);
-    }
+    let (offsets, flat) = crate::lists::flatten(per_category);
     ranked.retain(|&i| items.order_count[i as usize] > 0);
     ranked.truncate(TOP_OVERALL);
     Popularity {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BuildConfig;
 use crate::ids::{CustomerIdx, ItemIdx};
+use crate::lists;
 use similar::SimilarIndex;
 
 /// Marks "no category" / "no brand" / "no parent".
@@ -283,10 +284,20 @@ pub struct CustomerTable {
     /// (`build::history::due_candidates`).
     pub due_offsets: Vec<u32>,
     pub due: Vec<DueCandidate>,
-    /// What the customer's nearest customers buy, (item, score) best first, CSR by customer
-    /// index (`build::neighbours`).
+    /// What the customer's nearest customers buy, best first, CSR by customer index
+    /// (`build::neighbours`).
     pub neighbour_offsets: Vec<u32>,
-    pub neighbour_items: Vec<(u32, f32)>,
+    pub neighbour_items: Vec<NeighbourItem>,
+}
+
+/// An item a customer's nearest customers buy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct NeighbourItem {
+    pub item: u32,
+    /// Σ similarity × the neighbour's decayed frequency of the item.
+    pub score: f32,
+    /// The customer bought it too.
+    pub bought: bool,
 }
 
 /// A re-purchasable item of a customer, everything but the request's time worked out.
@@ -316,15 +327,8 @@ impl CustomerTable {
     }
 
     /// What customers like this one buy, best first.
-    pub fn neighbour_items(&self, customer: CustomerIdx) -> &[(u32, f32)] {
-        let c = customer.ix();
-        match (
-            self.neighbour_offsets.get(c),
-            self.neighbour_offsets.get(c + 1),
-        ) {
-            (Some(&a), Some(&b)) => &self.neighbour_items[a as usize..b as usize],
-            _ => &[],
-        }
+    pub fn neighbour_items(&self, customer: CustomerIdx) -> &[NeighbourItem] {
+        &self.neighbour_items[lists::row_range(&self.neighbour_offsets, customer.ix())]
     }
 
     /// The customer's re-purchasable items with their history entries.
@@ -332,13 +336,8 @@ impl CustomerTable {
         &self,
         customer: CustomerIdx,
     ) -> impl Iterator<Item = (&HistoryEntry, &DueCandidate)> + '_ {
-        let c = customer.ix();
         let history = self.history(customer);
-        let range = match (self.due_offsets.get(c), self.due_offsets.get(c + 1)) {
-            (Some(&a), Some(&b)) => a as usize..b as usize,
-            _ => 0..0,
-        };
-        self.due[range]
+        self.due[lists::row_range(&self.due_offsets, customer.ix())]
             .iter()
             .filter_map(move |d| history.get(d.entry as usize).map(|h| (h, d)))
     }
@@ -348,13 +347,8 @@ impl CustomerTable {
         &self,
         customer: CustomerIdx,
     ) -> impl Iterator<Item = (&HistoryEntry, f32)> + '_ {
-        let c = customer.ix();
         let history = self.history(customer);
-        let range = match (self.repeat_offsets.get(c), self.repeat_offsets.get(c + 1)) {
-            (Some(&a), Some(&b)) => a as usize..b as usize,
-            _ => 0..0,
-        };
-        self.repeat[range]
+        self.repeat[lists::row_range(&self.repeat_offsets, customer.ix())]
             .iter()
             .filter_map(move |r| history.get(r.entry as usize).map(|h| (h, r.probability)))
     }

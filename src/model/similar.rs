@@ -285,11 +285,7 @@ fn keep_best(scored: &mut Vec<Similar>, k: usize) {
             .total_cmp(&a.similarity)
             .then(a.item.cmp(&b.item))
     };
-    if scored.len() > k {
-        scored.select_nth_unstable_by(k, best);
-        scored.truncate(k);
-    }
-    scored.sort_unstable_by(best);
+    crate::lists::keep_best(scored, k, best);
 }
 
 fn build_graph(embeddings: &Embeddings) -> Graph<'static> {

@@ -24,7 +24,7 @@ pub const CURRENT: &str = "CURRENT";
 pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_BIN: &str = "model.bin";
 /// Bumped when the binary layout of `model.bin` changes; a server refuses other versions.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One file of a model version and its checksum.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -315,7 +315,7 @@ fn validate(data: &ModelData) -> Result<(), String> {
     }
     if c.history.iter().any(|h| h.item as usize >= n)
         || c.last_order_items.iter().any(|&i| i as usize >= n)
-        || c.neighbour_items.iter().any(|&(i, _)| i as usize >= n)
+        || c.neighbour_items.iter().any(|e| e.item as usize >= n)
     {
         return Err("customer history names an unknown item".into());
     }

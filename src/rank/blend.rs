@@ -238,6 +238,21 @@ struct Contribution {
     evidence: Evidence,
 }
 
+impl Contribution {
+    /// A search hit, scored by its cosine (negative ones count as 0).
+    fn similar(hit: &crate::model::similar::Similar, source: Option<ItemIdx>) -> Self {
+        Contribution {
+            item: hit.item,
+            raw: hit.similarity.max(0.0),
+            source,
+            evidence: Evidence {
+                similarity: hit.similarity,
+                ..Default::default()
+            },
+        }
+    }
+}
+
 impl Pool<'_> {
     fn add_signal(&mut self, weight: f32, reason: Reason, contributions: &[Contribution]) {
         let max = contributions.iter().map(|c| c.raw).fold(0.0f32, f32::max);
@@ -453,14 +468,14 @@ fn rank_into(
         }
         if blend.like_customers > 0.0 || blend.like_customers_repeat > 0.0 {
             let (mut new, mut own) = (Vec::new(), Vec::new());
-            for &(item, score) in data.customers.neighbour_items(customer) {
+            for e in data.customers.neighbour_items(customer) {
                 let contribution = Contribution {
-                    item: ItemIdx(item),
-                    raw: score,
+                    item: ItemIdx(e.item),
+                    raw: e.score,
                     source: None,
                     evidence: Evidence::default(),
                 };
-                if view.bought.binary_search_by_key(&item, |h| h.item).is_ok() {
+                if e.bought {
                     own.push(contribution);
                 } else {
                     new.push(contribution);
@@ -602,15 +617,7 @@ fn history_similar_contributions(
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(item, _)| ItemIdx(item));
-        out.push(Contribution {
-            item: s.item,
-            raw: s.similarity.max(0.0),
-            source,
-            evidence: Evidence {
-                similarity: s.similarity,
-                ..Default::default()
-            },
-        });
+        out.push(Contribution::similar(&s, source));
     }
 }
 
@@ -651,15 +658,7 @@ fn context_similar_contributions(
             .iter()
             .max_by(|a, b| dot(a.1, candidate).total_cmp(&dot(b.1, candidate)))
             .map(|(i, _)| *i);
-        out.push(Contribution {
-            item: s.item,
-            raw: s.similarity.max(0.0),
-            source,
-            evidence: Evidence {
-                similarity: s.similarity,
-                ..Default::default()
-            },
-        });
+        out.push(Contribution::similar(&s, source));
     }
 }
 

@@ -322,19 +322,24 @@ fn cobuy_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cobuy"))
 }
 
-#[test]
-fn cli_build_with_a_corrupt_row_publishes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let models = dir.path().join("models");
-    let ok = cobuy_bin()
+/// `cobuy build` of the CSV fixture into `models`.
+fn cli_build_fixture(models: &Path) -> std::process::Output {
+    cobuy_bin()
         .args(["build", "--mapping"])
         .arg(fixture("orders.toml"))
         .arg("--orders")
         .arg(fixture("orders.csv"))
         .arg("--out")
-        .arg(&models)
+        .arg(models)
         .output()
-        .expect("run cobuy");
+        .expect("run cobuy")
+}
+
+#[test]
+fn cli_build_with_a_corrupt_row_publishes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = dir.path().join("models");
+    let ok = cli_build_fixture(&models);
     assert!(
         ok.status.success(),
         "{}",
@@ -427,15 +432,7 @@ fn publish_promotes_an_existing_version_and_refuses_a_broken_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let models = dir.path().join("models");
     let run_build = || {
-        let out = cobuy_bin()
-            .args(["build", "--mapping"])
-            .arg(fixture("orders.toml"))
-            .arg("--orders")
-            .arg(fixture("orders.csv"))
-            .arg("--out")
-            .arg(&models)
-            .output()
-            .expect("run cobuy");
+        let out = cli_build_fixture(&models);
         assert!(
             out.status.success(),
             "{}",
