@@ -926,39 +926,22 @@ pub fn upsell_list(
     filters: &super::request::FilterSpec,
     max_ratio: f32,
 ) -> RankedList {
-    let Some(anchor) = model.item(item_id) else {
-        return RankedList {
-            items: Vec::new(),
-            unknown_item_ids: vec![item_id.to_owned()],
-            cold_start: true,
-        };
-    };
-    let view = customer_view(
-        model,
-        customer_id,
-        model.data.time.last_order,
-        DEFAULT_HORIZON_DAYS,
-    );
-    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &view.due_now());
-    let items = upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
-        .into_iter()
-        .map(|u| Recommendation {
-            item: u.item,
-            score: u.score,
-            reason: Reason::Upsell,
-            sources: vec![anchor],
-            evidence: Evidence {
-                price_ratio: u.price_ratio,
-                similarity: u.similarity,
-                ..Default::default()
-            },
-        })
-        .collect();
-    RankedList {
-        items,
-        unknown_item_ids: Vec::new(),
-        cold_start: view.customer.is_none(),
-    }
+    anchored_list(model, customer_id, item_id, filters, |anchor, filter| {
+        upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
+            .into_iter()
+            .map(|u| Recommendation {
+                item: u.item,
+                score: u.score,
+                reason: Reason::Upsell,
+                sources: vec![anchor],
+                evidence: Evidence {
+                    price_ratio: u.price_ratio,
+                    similarity: u.similarity,
+                    ..Default::default()
+                },
+            })
+            .collect()
+    })
 }
 
 /// `SimilarItems`: the item's nearest neighbours in the embedding space that pass the filters
@@ -969,6 +952,33 @@ pub fn similar_list(
     item_id: &str,
     k: usize,
     filters: &super::request::FilterSpec,
+) -> RankedList {
+    anchored_list(model, customer_id, item_id, filters, |anchor, filter| {
+        model
+            .similar_to(anchor, k, true, &|i| filter.allows(i))
+            .into_iter()
+            .map(|s| Recommendation {
+                item: s.item,
+                score: s.similarity,
+                reason: Reason::Similar,
+                sources: vec![anchor],
+                evidence: Evidence {
+                    similarity: s.similarity,
+                    ..Default::default()
+                },
+            })
+            .collect()
+    })
+}
+
+/// A list about one anchor item: an unknown anchor answers empty (listed as unknown); the
+/// request's filters and the customer's purchases shape what `rank` may return.
+fn anchored_list(
+    model: &Model,
+    customer_id: Option<&str>,
+    item_id: &str,
+    filters: &super::request::FilterSpec,
+    rank: impl FnOnce(ItemIdx, &ItemFilter<'_>) -> Vec<Recommendation>,
 ) -> RankedList {
     let Some(anchor) = model.item(item_id) else {
         return RankedList {
@@ -984,22 +994,8 @@ pub fn similar_list(
         DEFAULT_HORIZON_DAYS,
     );
     let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &view.due_now());
-    let items = model
-        .similar_to(anchor, k, true, &|i| filter.allows(i))
-        .into_iter()
-        .map(|s| Recommendation {
-            item: s.item,
-            score: s.similarity,
-            reason: Reason::Similar,
-            sources: vec![anchor],
-            evidence: Evidence {
-                similarity: s.similarity,
-                ..Default::default()
-            },
-        })
-        .collect();
     RankedList {
-        items,
+        items: rank(anchor, &filter),
         unknown_item_ids: Vec::new(),
         cold_start: view.customer.is_none(),
     }
