@@ -156,6 +156,8 @@ pub struct LoadReport {
     pub max_ms: f64,
     /// p99 of failed calls only (how fast shedding answers), in ms.
     pub error_p99_ms: f64,
+    /// A sweep step run again at the same rate because the attempt before it broke the target.
+    pub retry: bool,
 }
 
 impl LoadReport {
@@ -326,34 +328,49 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
 
 /// Raises the rate by `factor` from `spec.rps` until p99 exceeds `p99_target_ms` or errors
 /// exceed 1%, then runs one step at twice the breaking rate to show how overload is answered.
+/// A step that breaks the target is run again up to `retries` times before the sweep stops: on
+/// a shared host one stall of a few tens of ms (another tenant, a page-cache flush) decides a
+/// 10 s step's p99, and the sweep should stop where the server saturates, not at the first
+/// stall. Every attempt is reported (retries flagged).
 pub async fn sweep(
     spec: &LoadSpec,
     calls: Arc<Vec<Call>>,
     factor: f64,
     p99_target_ms: f64,
     max_steps: usize,
+    retries: usize,
 ) -> Result<Vec<LoadReport>, LoadError> {
     let mut reports = Vec::new();
     let mut step = spec.clone();
-    for _ in 0..max_steps {
-        let report = run_step(&step, Arc::clone(&calls)).await?;
-        tracing::info!(
-            rps = step.rps,
-            p50_ms = report.p50_ms,
-            p99_ms = report.p99_ms,
-            errors = report.error_count(),
-            "sweep step"
-        );
-        let broke = report.p99_ms > p99_target_ms
-            || report.error_count() as f64 > 0.01 * report.sent.max(1) as f64;
-        reports.push(report);
-        if broke {
-            step.rps *= 2.0;
-            let overload = run_step(&step, Arc::clone(&calls)).await?;
-            reports.push(overload);
-            break;
+    'steps: for _ in 0..max_steps {
+        for attempt in 0..=retries {
+            let mut report = run_step(&step, Arc::clone(&calls)).await?;
+            report.retry = attempt > 0;
+            tracing::info!(
+                rps = step.rps,
+                attempt,
+                p50_ms = report.p50_ms,
+                p99_ms = report.p99_ms,
+                errors = report.error_count(),
+                "sweep step"
+            );
+            let met = meets_target(&report, p99_target_ms);
+            reports.push(report);
+            if met {
+                step.rps *= factor;
+                continue 'steps;
+            }
         }
-        step.rps *= factor;
+        step.rps *= 2.0;
+        let overload = run_step(&step, Arc::clone(&calls)).await?;
+        reports.push(overload);
+        break;
     }
     Ok(reports)
+}
+
+/// p99 within the target and errors (client overflow included) at most 1% of the calls sent.
+pub fn meets_target(report: &LoadReport, p99_target_ms: f64) -> bool {
+    report.p99_ms <= p99_target_ms
+        && report.error_count() as f64 <= 0.01 * report.sent.max(1) as f64
 }

@@ -167,6 +167,10 @@ struct LoadgenArgs {
     p99_target_ms: f64,
     #[arg(long, default_value_t = 12)]
     max_steps: usize,
+    /// Sweep: runs of a breaking step at the same rate before the sweep stops (a host stall
+    /// can decide one step's p99).
+    #[arg(long, default_value_t = 1)]
+    sweep_retries: usize,
     /// Tokio worker threads of the generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -431,6 +435,7 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
                 args.sweep_factor,
                 args.p99_target_ms,
                 args.max_steps,
+                args.sweep_retries,
             )
             .await
         } else {
@@ -446,7 +451,7 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  errors",
+        "{:>9}  {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  errors",
         "target/s", "sent/s", "ok", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "err p99"
     )?;
     for r in &reports {
@@ -458,8 +463,9 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "{:>9.0} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}  {}{overflow}",
+            "{:>9.0}{} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}  {}{overflow}",
             r.target_rps,
+            if r.retry { "r" } else { " " },
             r.achieved_rps,
             r.ok,
             r.p50_ms,

@@ -5,7 +5,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::buy_again::{DueItem, buy_again};
+use super::buy_again::{DueItem, best_due_items, buy_again, due_within_horizon};
 use super::filter::ItemFilter;
 use super::request::{
     ContextEntry, DEFAULT_HORIZON_DAYS, DEFAULT_UPSELL_MAX_RATIO, Evidence, RankedList, Reason,
@@ -334,24 +334,14 @@ pub fn resolve_context(model: &Model, context: &[ContextEntry]) -> (Vec<ItemIdx>
     (known, unknown)
 }
 
-/// The customer's known index, history items (sorted) and due items for the filter.
+/// The customer's known index, history items (sorted) and items due again, for the filter.
 pub struct CustomerView<'m> {
     pub customer: Option<CustomerIdx>,
     /// The customer's history, sorted by item.
     pub bought: &'m [crate::model::HistoryEntry],
-    pub due: Vec<DueItem>,
-}
-
-impl CustomerView<'_> {
-    /// The re-purchasable items due within the horizon: what the default purchased-item
-    /// policy lets through.
-    pub fn due_now(&self) -> Vec<ItemIdx> {
-        self.due
-            .iter()
-            .filter(|d| d.due_within_horizon)
-            .map(|d| d.item)
-            .collect()
-    }
+    /// The re-purchasable items due within the horizon, sorted: what the default
+    /// purchased-item policy lets through.
+    pub due_now: Vec<u32>,
 }
 
 pub fn customer_view<'m>(
@@ -365,15 +355,13 @@ pub fn customer_view<'m>(
         return CustomerView {
             customer: None,
             bought: &[],
-            due: Vec::new(),
+            due_now: Vec::new(),
         };
     };
-    let bought = model.data.customers.history(c);
-    let due = buy_again(model, c, as_of, horizon_days, MAX_DUE_ITEMS);
     CustomerView {
         customer,
-        bought,
-        due,
+        bought: model.data.customers.history(c),
+        due_now: due_within_horizon(model, c, as_of, horizon_days),
     }
 }
 
@@ -415,13 +403,7 @@ fn rank_into(
         as_of,
         DEFAULT_HORIZON_DAYS,
     );
-    let filter = ItemFilter::new(
-        model,
-        &query.filters,
-        &context,
-        view.bought,
-        &view.due_now(),
-    );
+    let filter = ItemFilter::new(model, &query.filters, &context, view.bought, view.due_now);
     let mut scratch = Vec::with_capacity(NEIGHBOUR_BUDGET + 64);
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
@@ -490,7 +472,8 @@ fn rank_into(
         }
         if blend.buy_again > 0.0 {
             scratch.clear();
-            scratch.extend(view.due.iter().map(|d| Contribution {
+            let due = best_due_items(model, customer, as_of, DEFAULT_HORIZON_DAYS, MAX_DUE_ITEMS);
+            scratch.extend(due.iter().map(|d| Contribution {
                 item: d.item,
                 raw: d.score,
                 source: Some(d.item),
@@ -993,7 +976,7 @@ fn anchored_list(
         model.data.time.last_order,
         DEFAULT_HORIZON_DAYS,
     );
-    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, &view.due_now());
+    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, view.due_now);
     RankedList {
         items: rank(anchor, &filter),
         unknown_item_ids: Vec::new(),
@@ -1013,7 +996,7 @@ pub fn buy_again_list(
 ) -> Vec<DueItem> {
     let mut spec = filters.clone();
     spec.purchased = super::request::PurchasedPolicy::Include;
-    let filter = ItemFilter::new(model, &spec, &[], &[], &[]);
+    let filter = ItemFilter::new(model, &spec, &[], &[], Vec::new());
     let mut due = buy_again(model, customer, as_of, horizon_days, usize::MAX);
     due.retain(|d| filter.allows(d.item));
     due.truncate(k);
@@ -1103,6 +1086,38 @@ mod tests {
             .iter()
             .map(|r| model.item_id(r.item).to_owned())
             .collect()
+    }
+
+    #[test]
+    fn the_default_policy_lets_a_bought_item_through_only_when_it_is_due() {
+        let model = model();
+        let c0 = model.customer("c0").expect("known");
+        let week_2 = 2 * 7 * 86_400;
+        let home = |horizon_days: f32| {
+            let filters = FilterSpec::default();
+            let view = customer_view(&model, Some("c0"), week_2, horizon_days);
+            let filter = ItemFilter::new(&model, &filters, &[], view.bought, view.due_now);
+            (0..3)
+                .filter(|&i| filter.allows(ItemIdx(i)))
+                .collect::<Vec<u32>>()
+        };
+        for horizon_days in [1.0, 14.0] {
+            // The cheap check agrees with the scored list's flag.
+            let mut flagged: Vec<u32> = buy_again(&model, c0, week_2, horizon_days, usize::MAX)
+                .iter()
+                .filter(|d| d.due_within_horizon)
+                .map(|d| d.item.0)
+                .collect();
+            flagged.sort_unstable();
+            assert_eq!(
+                due_within_horizon(&model, c0, week_2, horizon_days),
+                flagged
+            );
+        }
+        // Milk and bread are weekly for c0, due a week after its last order: within a 14-day
+        // horizon, not within one day. The lamp (bought once) never is.
+        assert_eq!(home(14.0), [0, 2]);
+        assert_eq!(home(1.0), Vec::<u32>::new());
     }
 
     #[test]

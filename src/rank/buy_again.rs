@@ -36,12 +36,26 @@ pub fn buy_again(
     horizon_days: f32,
     limit: usize,
 ) -> Vec<DueItem> {
+    let mut due = best_due_items(model, customer, as_of, horizon_days, limit);
+    due.sort_unstable_by(best_first);
+    due
+}
+
+/// The same items as [`buy_again`], in no particular order: for a ranking signal, which needs
+/// the best `limit` but not their order.
+pub fn best_due_items(
+    model: &Model,
+    customer: CustomerIdx,
+    as_of: i64,
+    horizon_days: f32,
+    limit: usize,
+) -> Vec<DueItem> {
     let mut due: Vec<DueItem> = model
         .data
         .customers
         .due_candidates(customer)
         .map(|(h, c)| {
-            let due_at = h.last_purchase + (c.interval_days as f64 * SECONDS_PER_DAY) as i64;
+            let due_at = due_at(h.last_purchase, c.interval_days);
             let days_to_due = ((due_at - as_of) as f64 / SECONDS_PER_DAY) as f32;
             let timing = if days_to_due > 0.0 {
                 (-0.5 * (days_to_due / c.spread_days).powi(2)).exp()
@@ -61,12 +75,40 @@ pub fn buy_again(
             }
         })
         .collect();
-    let best_first =
-        |a: &DueItem, b: &DueItem| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item));
     if due.len() > limit {
         due.select_nth_unstable_by(limit, best_first);
         due.truncate(limit);
     }
-    due.sort_unstable_by(best_first);
     due
+}
+
+/// The customer's re-purchasable items due before `as_of + horizon_days` (what the default
+/// purchased-item policy lets through), sorted by item. Only the timing, no scores.
+pub fn due_within_horizon(
+    model: &Model,
+    customer: CustomerIdx,
+    as_of: i64,
+    horizon_days: f32,
+) -> Vec<u32> {
+    let mut due: Vec<u32> = model
+        .data
+        .customers
+        .due_candidates(customer)
+        .filter(|(h, c)| {
+            let days_to_due = ((due_at(h.last_purchase, c.interval_days) - as_of) as f64
+                / SECONDS_PER_DAY) as f32;
+            days_to_due <= horizon_days
+        })
+        .map(|(h, _)| h.item)
+        .collect();
+    due.sort_unstable();
+    due
+}
+
+fn due_at(last_purchase: i64, interval_days: f32) -> i64 {
+    last_purchase + (interval_days as f64 * SECONDS_PER_DAY) as i64
+}
+
+fn best_first(a: &DueItem, b: &DueItem) -> std::cmp::Ordering {
+    b.score.total_cmp(&a.score).then(a.item.cmp(&b.item))
 }

@@ -21,8 +21,8 @@ pub struct ItemFilter<'m> {
     /// The customer's history, sorted by item (binary-searched: heavy customers have
     /// thousands of items, too many to hash per request).
     bought: &'m [HistoryEntry],
-    /// Bought items that are due again, which the default policy lets through.
-    due: FxHashSet<u32>,
+    /// Bought items that are due again (sorted), which the default policy lets through.
+    due: Vec<u32>,
     /// True when `include_*` named only unknown values: nothing can match.
     impossible: bool,
 }
@@ -57,13 +57,13 @@ fn item_ids(model: &Model, ids: &[String]) -> FxHashSet<u32> {
 
 impl<'m> ItemFilter<'m> {
     /// `context` items are always excluded. `bought` is the customer's history (sorted by item)
-    /// and `due` the items among them that are due, for the purchased-item policy.
+    /// and `due` the items among them that are due (sorted), for the purchased-item policy.
     pub fn new(
         model: &'m Model,
         spec: &'m FilterSpec,
         context: &[ItemIdx],
         bought: &'m [HistoryEntry],
-        due: &[ItemIdx],
+        due: Vec<u32>,
     ) -> Self {
         let include_categories = category_ids(model, &spec.include_categories);
         let include_brands = brand_ids(model, &spec.include_brands);
@@ -84,7 +84,7 @@ impl<'m> ItemFilter<'m> {
             include_items,
             exclude_items,
             bought,
-            due: due.iter().map(|d| d.0).collect(),
+            due,
             impossible,
         }
     }
@@ -98,7 +98,9 @@ impl<'m> ItemFilter<'m> {
         match self.spec.purchased {
             PurchasedPolicy::Include => false,
             PurchasedPolicy::ExcludeAll => bought(),
-            PurchasedPolicy::ExcludeUnlessDue => bought() && !self.due.contains(&item.0),
+            PurchasedPolicy::ExcludeUnlessDue => {
+                bought() && self.due.binary_search(&item.0).is_err()
+            }
         }
     }
 

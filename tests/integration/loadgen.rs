@@ -1,10 +1,11 @@
 //! The load generator against the real server: an open-loop step completes with every call
-//! answered, and a server at its concurrency limit sheds with RESOURCE_EXHAUSTED.
+//! answered, a sweep raises the rate and retries a breaking step before it overloads, and a
+//! server at its concurrency limit sheds with RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cobuy::loadgen::{LoadSpec, Mix, request_mix, run_step};
+use cobuy::loadgen::{LoadSpec, Mix, request_mix, run_step, sweep};
 use cobuy::model::store;
 use cobuy::serve::ServeConfig;
 
@@ -121,5 +122,32 @@ async fn calls_that_queued_too_long_are_refused() {
     let status = client.recommend(request).await.expect_err("refused");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert!(status.message().contains("queued"), "{}", status.message());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_raises_the_rate_and_retries_a_breaking_step_before_overloading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    publish_fixture_model(dir.path());
+    let model = store::load_current(dir.path()).expect("model");
+    let calls = Arc::new(request_mix(&model, Mix::Surfaces, 100, 4));
+    let server = TestServer::start(dir.path().to_path_buf(), false).await;
+    let _ = server.channel().await;
+    let start = spec(server.addr, 40.0, 0.25);
+    // A target every step meets: the rate doubles each step, nothing is retried.
+    let met = sweep(&start, Arc::clone(&calls), 2.0, 10_000.0, 3, 1)
+        .await
+        .expect("sweep");
+    let rates: Vec<f64> = met.iter().map(|r| r.target_rps).collect();
+    assert_eq!(rates, [40.0, 80.0, 160.0], "{met:?}");
+    assert!(met.iter().all(|r| !r.retry && r.error_count() == 0));
+    // A target no step can meet (p99 of zero): the first rate is tried 1 + 2 times, then one
+    // overload step runs at twice that rate and the sweep ends.
+    let broke = sweep(&start, calls, 2.0, 0.0, 3, 2).await.expect("sweep");
+    let shape: Vec<(f64, bool)> = broke.iter().map(|r| (r.target_rps, r.retry)).collect();
+    assert_eq!(
+        shape,
+        [(40.0, false), (40.0, true), (40.0, true), (80.0, false)]
+    );
     server.stop().await;
 }
