@@ -331,13 +331,18 @@ impl CustomerTable {
         &self.neighbour_items[lists::row_range(&self.neighbour_offsets, customer.ix())]
     }
 
+    /// The customer's re-purchasable items, in history order (`entry` ascending).
+    pub fn due_row(&self, customer: CustomerIdx) -> &[DueCandidate] {
+        &self.due[lists::row_range(&self.due_offsets, customer.ix())]
+    }
+
     /// The customer's re-purchasable items with their history entries.
     pub fn due_candidates(
         &self,
         customer: CustomerIdx,
     ) -> impl Iterator<Item = (&HistoryEntry, &DueCandidate)> + '_ {
         let history = self.history(customer);
-        self.due[lists::row_range(&self.due_offsets, customer.ix())]
+        self.due_row(customer)
             .iter()
             .filter_map(move |d| history.get(d.entry as usize).map(|h| (h, d)))
     }

@@ -5,7 +5,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::buy_again::{DueItem, best_due_items, buy_again, due_within_horizon};
+use super::buy_again::{DueItem, DueWindow, best_due_items, buy_again};
 use super::filter::ItemFilter;
 use super::request::{
     ContextEntry, DEFAULT_HORIZON_DAYS, DEFAULT_UPSELL_MAX_RATIO, Evidence, RankedList, Reason,
@@ -339,9 +339,9 @@ pub struct CustomerView<'m> {
     pub customer: Option<CustomerIdx>,
     /// The customer's history, sorted by item.
     pub bought: &'m [crate::model::HistoryEntry],
-    /// The re-purchasable items due within the horizon, sorted: what the default
-    /// purchased-item policy lets through.
-    pub due_now: Vec<u32>,
+    /// Which bought items are due within the horizon: what the default purchased-item policy
+    /// lets through.
+    pub due: DueWindow<'m>,
 }
 
 pub fn customer_view<'m>(
@@ -355,13 +355,13 @@ pub fn customer_view<'m>(
         return CustomerView {
             customer: None,
             bought: &[],
-            due_now: Vec::new(),
+            due: DueWindow::NONE,
         };
     };
     CustomerView {
         customer,
         bought: model.data.customers.history(c),
-        due_now: due_within_horizon(model, c, as_of, horizon_days),
+        due: DueWindow::new(model, c, as_of, horizon_days),
     }
 }
 
@@ -403,7 +403,7 @@ fn rank_into(
         as_of,
         DEFAULT_HORIZON_DAYS,
     );
-    let filter = ItemFilter::new(model, &query.filters, &context, view.bought, view.due_now);
+    let filter = ItemFilter::new(model, &query.filters, &context, view.bought, view.due);
     let mut scratch = Vec::with_capacity(NEIGHBOUR_BUDGET + 64);
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
@@ -976,7 +976,7 @@ fn anchored_list(
         model.data.time.last_order,
         DEFAULT_HORIZON_DAYS,
     );
-    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, view.due_now);
+    let filter = ItemFilter::new(model, filters, &[anchor], view.bought, view.due);
     RankedList {
         items: rank(anchor, &filter),
         unknown_item_ids: Vec::new(),
@@ -996,7 +996,7 @@ pub fn buy_again_list(
 ) -> Vec<DueItem> {
     let mut spec = filters.clone();
     spec.purchased = super::request::PurchasedPolicy::Include;
-    let filter = ItemFilter::new(model, &spec, &[], &[], Vec::new());
+    let filter = ItemFilter::new(model, &spec, &[], &[], DueWindow::NONE);
     let mut due = buy_again(model, customer, as_of, horizon_days, usize::MAX);
     due.retain(|d| filter.allows(d.item));
     due.truncate(k);
@@ -1096,23 +1096,27 @@ mod tests {
         let home = |horizon_days: f32| {
             let filters = FilterSpec::default();
             let view = customer_view(&model, Some("c0"), week_2, horizon_days);
-            let filter = ItemFilter::new(&model, &filters, &[], view.bought, view.due_now);
+            let filter = ItemFilter::new(&model, &filters, &[], view.bought, view.due);
             (0..3)
                 .filter(|&i| filter.allows(ItemIdx(i)))
                 .collect::<Vec<u32>>()
         };
         for horizon_days in [1.0, 14.0] {
-            // The cheap check agrees with the scored list's flag.
+            // The per-item check agrees with the scored list's flag.
+            let window = DueWindow::new(&model, c0, week_2, horizon_days);
+            let history = model.data.customers.history(c0);
+            let mut checked: Vec<u32> = (0..history.len())
+                .filter(|&k| window.is_due(k))
+                .map(|k| history[k].item)
+                .collect();
+            checked.sort_unstable();
             let mut flagged: Vec<u32> = buy_again(&model, c0, week_2, horizon_days, usize::MAX)
                 .iter()
                 .filter(|d| d.due_within_horizon)
                 .map(|d| d.item.0)
                 .collect();
             flagged.sort_unstable();
-            assert_eq!(
-                due_within_horizon(&model, c0, week_2, horizon_days),
-                flagged
-            );
+            assert_eq!(checked, flagged);
         }
         // Milk and bread are weekly for c0, due a week after its last order: within a 14-day
         // horizon, not within one day. The lamp (bought once) never is.

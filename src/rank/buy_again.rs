@@ -9,7 +9,7 @@
 //! timing factor that peaks at the due date.
 
 use crate::ids::{CustomerIdx, ItemIdx};
-use crate::model::{Model, SECONDS_PER_DAY};
+use crate::model::{DueCandidate, HistoryEntry, Model, SECONDS_PER_DAY};
 
 /// One item the customer may buy again.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,7 +56,7 @@ pub fn best_due_items(
         .due_candidates(customer)
         .map(|(h, c)| {
             let due_at = due_at(h.last_purchase, c.interval_days);
-            let days_to_due = ((due_at - as_of) as f64 / SECONDS_PER_DAY) as f32;
+            let days_to_due = days_to(due_at, as_of);
             let timing = if days_to_due > 0.0 {
                 (-0.5 * (days_to_due / c.spread_days).powi(2)).exp()
             } else {
@@ -82,27 +82,54 @@ pub fn best_due_items(
     due
 }
 
-/// The customer's re-purchasable items due before `as_of + horizon_days` (what the default
-/// purchased-item policy lets through), sorted by item. Only the timing, no scores.
-pub fn due_within_horizon(
-    model: &Model,
-    customer: CustomerIdx,
+/// Whether a customer's bought items are due again by `as_of + horizon_days` (what the default
+/// purchased-item policy lets through), answered per item: a binary search in the customer's
+/// due candidates, which are in history order, so a request pays only for the items it asks
+/// about.
+#[derive(Debug, Clone, Copy)]
+pub struct DueWindow<'m> {
+    candidates: &'m [DueCandidate],
+    history: &'m [HistoryEntry],
     as_of: i64,
     horizon_days: f32,
-) -> Vec<u32> {
-    let mut due: Vec<u32> = model
-        .data
-        .customers
-        .due_candidates(customer)
-        .filter(|(h, c)| {
-            let days_to_due = ((due_at(h.last_purchase, c.interval_days) - as_of) as f64
-                / SECONDS_PER_DAY) as f32;
-            days_to_due <= horizon_days
-        })
-        .map(|(h, _)| h.item)
-        .collect();
-    due.sort_unstable();
-    due
+}
+
+impl<'m> DueWindow<'m> {
+    /// No customer: nothing is due.
+    pub const NONE: DueWindow<'static> = DueWindow {
+        candidates: &[],
+        history: &[],
+        as_of: 0,
+        horizon_days: 0.0,
+    };
+
+    pub fn new(model: &'m Model, customer: CustomerIdx, as_of: i64, horizon_days: f32) -> Self {
+        let customers = &model.data.customers;
+        DueWindow {
+            candidates: customers.due_row(customer),
+            history: customers.history(customer),
+            as_of,
+            horizon_days,
+        }
+    }
+
+    /// `entry` indexes the customer's history.
+    pub fn is_due(&self, entry: usize) -> bool {
+        let Ok(at) = self
+            .candidates
+            .binary_search_by_key(&entry, |c| c.entry as usize)
+        else {
+            return false;
+        };
+        let (c, Some(h)) = (&self.candidates[at], self.history.get(entry)) else {
+            return false;
+        };
+        days_to(due_at(h.last_purchase, c.interval_days), self.as_of) <= self.horizon_days
+    }
+}
+
+fn days_to(at: i64, as_of: i64) -> f32 {
+    ((at - as_of) as f64 / SECONDS_PER_DAY) as f32
 }
 
 fn due_at(last_purchase: i64, interval_days: f32) -> i64 {

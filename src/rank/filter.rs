@@ -3,6 +3,7 @@
 
 use rustc_hash::FxHashSet;
 
+use super::buy_again::DueWindow;
 use super::request::{FilterSpec, PurchasedPolicy};
 use crate::ids::ItemIdx;
 use crate::model::{HistoryEntry, Model, NONE};
@@ -21,8 +22,8 @@ pub struct ItemFilter<'m> {
     /// The customer's history, sorted by item (binary-searched: heavy customers have
     /// thousands of items, too many to hash per request).
     bought: &'m [HistoryEntry],
-    /// Bought items that are due again (sorted), which the default policy lets through.
-    due: Vec<u32>,
+    /// Which bought items are due again, which the default policy lets through.
+    due: DueWindow<'m>,
     /// True when `include_*` named only unknown values: nothing can match.
     impossible: bool,
 }
@@ -57,13 +58,13 @@ fn item_ids(model: &Model, ids: &[String]) -> FxHashSet<u32> {
 
 impl<'m> ItemFilter<'m> {
     /// `context` items are always excluded. `bought` is the customer's history (sorted by item)
-    /// and `due` the items among them that are due (sorted), for the purchased-item policy.
+    /// and `due` says which of them are due again, for the purchased-item policy.
     pub fn new(
         model: &'m Model,
         spec: &'m FilterSpec,
         context: &[ItemIdx],
         bought: &'m [HistoryEntry],
-        due: Vec<u32>,
+        due: DueWindow<'m>,
     ) -> Self {
         let include_categories = category_ids(model, &spec.include_categories);
         let include_brands = brand_ids(model, &spec.include_brands);
@@ -90,17 +91,11 @@ impl<'m> ItemFilter<'m> {
     }
 
     fn blocked_as_purchased(&self, item: ItemIdx) -> bool {
-        let bought = || {
-            self.bought
-                .binary_search_by_key(&item.0, |h| h.item)
-                .is_ok()
-        };
+        let entry = || self.bought.binary_search_by_key(&item.0, |h| h.item);
         match self.spec.purchased {
             PurchasedPolicy::Include => false,
-            PurchasedPolicy::ExcludeAll => bought(),
-            PurchasedPolicy::ExcludeUnlessDue => {
-                bought() && self.due.binary_search(&item.0).is_err()
-            }
+            PurchasedPolicy::ExcludeAll => entry().is_ok(),
+            PurchasedPolicy::ExcludeUnlessDue => entry().is_ok_and(|k| !self.due.is_due(k)),
         }
     }
 
