@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end gRPC latency on completejourney: server pinned to core 0 (one tokio worker), load
 # generator pinned to core 1, the no-op floor measured in the same run. Writes raw results to
-# $OUT (default /tmp/cobuy-loadtest) and prints them. Takes about 20 minutes.
+# $OUT (default /tmp/cobuy-loadtest) and prints them. Takes about 25 minutes.
 #   bash benches/loadtest.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +20,23 @@ rm -rf "$MODELS"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
+declare -A PID
 serve() { # name port extra-args...
   local name=$1 port=$2; shift 2
   taskset -c 0 "$B" serve --models "$MODELS" --addr 127.0.0.1:"$port" --worker-threads 1 \
     --metrics-addr off --watch-interval-ms 500 "$@" > "$OUT/server-$name.log" 2>&1 &
   pids+=($!)
+  PID[$name]=$!
+}
+# Server CPU (user + system, from /proc) per answered call during one fixed-rate run: a
+# capacity measure that a host stall, which decides a short run's p99, barely moves.
+cpu_per_call() { # name port rate
+  local name=$1 port=$2 rate=$3 before after ok
+  before=$(awk '{print $14 + $15}' "/proc/${PID[$name]}/stat")
+  ok=$(load --addr 127.0.0.1:"$port" --rps "$rate" --duration-s 20 --json \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["ok"])')
+  after=$(awk '{print $14 + $15}' "/proc/${PID[$name]}/stat")
+  python3 -c "print(f'$name: {($after - $before) / $(getconf CLK_TCK) * 1e6 / max($ok, 1):.1f} us of server CPU per call ($ok calls at $rate/s)')"
 }
 serve cobuy 50091
 serve noop 50092 --noop
@@ -41,6 +53,10 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
         load --addr 127.0.0.1:"${target##*:}" --rps "$rate" --duration-s "$SECONDS_PER_RUN"
       done
     done
+  done
+  echo "## server CPU per call at 3000/s (no-op, cobuy, no-op, cobuy)"
+  for target in noop:50092 cobuy:50091 noop:50092 cobuy:50091; do
+    cpu_per_call "${target%%:*}" "${target##*:}" 3000
   done
   for target in noop:50092 cobuy:50091 pool:50093; do
     echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
