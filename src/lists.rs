@@ -6,11 +6,17 @@ use std::ops::Range;
 
 /// Keeps the `k` first entries under `order` (best first), sorted.
 pub fn keep_best<T>(list: &mut Vec<T>, k: usize, order: impl Fn(&T, &T) -> Ordering) {
+    keep_best_unordered(list, k, &order);
+    list.sort_unstable_by(order);
+}
+
+/// Keeps the `k` first entries under `order`, in no particular order (for callers that only
+/// need the set, or its maximum).
+pub fn keep_best_unordered<T>(list: &mut Vec<T>, k: usize, order: impl Fn(&T, &T) -> Ordering) {
     if list.len() > k {
-        list.select_nth_unstable_by(k, &order);
+        list.select_nth_unstable_by(k, order);
         list.truncate(k);
     }
-    list.sort_unstable_by(order);
 }
 
 /// Rows flattened into CSR form: `offsets` has one entry per row plus one, starting at 0.
@@ -39,8 +45,12 @@ mod tests {
     #[test]
     fn best_k_sorted_rows_flattened_and_read_back() {
         let mut row = vec![3, 9, 1, 7, 5];
+        let mut unordered = row.clone();
         keep_best(&mut row, 3, |a, b| b.cmp(a));
         assert_eq!(row, [9, 7, 5]);
+        keep_best_unordered(&mut unordered, 3, |a, b| b.cmp(a));
+        unordered.sort_unstable();
+        assert_eq!(unordered, [5, 7, 9]);
         let (offsets, flat) = flatten([vec![1, 2], vec![], vec![3]]);
         assert_eq!(offsets, [0, 2, 2, 3]);
         assert_eq!(flat[row_range(&offsets, 0)], [1, 2]);

@@ -395,7 +395,7 @@ fn publish(args: PublishArgs) -> anyhow::Result<()> {
 }
 
 fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
-    use cobuy::loadgen::{LoadSpec, Mix, request_mix, run_step, sweep};
+    use cobuy::loadgen::{LoadSpec, Mix, meets_target, request_mix, run_step, sweep};
     anyhow::ensure!(
         args.addr.ip().is_loopback() || args.allow_remote,
         "--addr {} is not a loopback address; pass --allow-remote to load another host",
@@ -489,7 +489,7 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.sweep {
         let best = reports
             .iter()
-            .filter(|r| r.p99_ms <= args.p99_target_ms && r.error_count() == 0)
+            .filter(|r| meets_target(r, args.p99_target_ms) && r.error_count() == 0)
             .map(|r| r.target_rps)
             .fold(0.0, f64::max);
         writeln!(

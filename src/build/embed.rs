@@ -211,10 +211,7 @@ fn ppmi_matrix(
                 let larger = |a: &(u32, u32, f32), b: &(u32, u32, f32)| {
                     b.2.total_cmp(&a.2).then(a.1.cmp(&b.1))
                 };
-                if row.len() > keep {
-                    row.select_nth_unstable_by(keep, larger);
-                    row.truncate(keep);
-                }
+                crate::lists::keep_best_unordered(&mut row, keep, larger);
                 if k % 1024 == 1023 {
                     progress.add(1024);
                 }

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::ids::CustomerIdx;
-use crate::lists::{flatten, keep_best};
+use crate::lists::{flatten, keep_best, keep_best_unordered};
 use crate::model::{CustomerTable, NeighbourItem};
 
 /// Nearest customers per customer.
@@ -91,10 +91,7 @@ pub fn neighbour_items(
                 touched.clear();
                 let closer =
                     |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-                if nearest.len() > NEIGHBOURS {
-                    nearest.select_nth_unstable_by(NEIGHBOURS, closer);
-                    nearest.truncate(NEIGHBOURS);
-                }
+                keep_best_unordered(&mut nearest, NEIGHBOURS, closer);
                 for &(other, sim) in &nearest {
                     let o = other as usize;
                     for h in customers.history(CustomerIdx(other)) {

@@ -177,11 +177,7 @@ impl TifuKnn {
         }
         let mut ranked: Vec<(u32, f32)> = score.into_iter().filter(|e| e.1 > 0.0).collect();
         let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if ranked.len() > k {
-            ranked.select_nth_unstable_by(k, by_score);
-            ranked.truncate(k);
-        }
-        ranked.sort_unstable_by(by_score);
+        crate::lists::keep_best(&mut ranked, k, by_score);
         ranked.into_iter().map(|e| e.0).collect()
     }
 }

@@ -564,11 +564,7 @@ fn history_similar_contributions(
     let by_weight = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
         b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
     };
-    if heaviest.len() > MAX_VECTOR_ITEMS {
-        heaviest.select_nth_unstable_by(MAX_VECTOR_ITEMS, by_weight);
-        heaviest.truncate(MAX_VECTOR_ITEMS);
-    }
-    heaviest.sort_unstable_by(by_weight);
+    crate::lists::keep_best(&mut heaviest, MAX_VECTOR_ITEMS, by_weight);
     let mut query = vec![0.0f32; embeddings.dim];
     for h in &heaviest {
         if let Some(v) = embeddings.of(ItemIdx(h.item)) {
@@ -695,12 +691,7 @@ fn history_anchors(model: &Model, customer: CustomerIdx) -> Vec<(ItemIdx, f32)> 
             b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
         };
         let mut frequent: Vec<_> = history.iter().collect();
-        let keep = (2 * MAX_HISTORY_ANCHORS).min(frequent.len());
-        if frequent.len() > keep {
-            frequent.select_nth_unstable_by(keep, heaviest);
-            frequent.truncate(keep);
-        }
-        frequent.sort_unstable_by(heaviest);
+        crate::lists::keep_best(&mut frequent, 2 * MAX_HISTORY_ANCHORS, heaviest);
         for h in frequent {
             if anchors.len() >= MAX_HISTORY_ANCHORS {
                 break;
@@ -909,22 +900,26 @@ pub fn upsell_list(
     filters: &super::request::FilterSpec,
     max_ratio: f32,
 ) -> RankedList {
-    anchored_list(model, customer_id, item_id, filters, |anchor, filter| {
-        upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
-            .into_iter()
-            .map(|u| Recommendation {
-                item: u.item,
-                score: u.score,
-                reason: Reason::Upsell,
-                sources: vec![anchor],
-                evidence: Evidence {
-                    price_ratio: u.price_ratio,
-                    similarity: u.similarity,
-                    ..Default::default()
-                },
-            })
-            .collect()
-    })
+    anchored_list(
+        model,
+        customer_id,
+        item_id,
+        filters,
+        Reason::Upsell,
+        |anchor, filter| {
+            upsell(model, anchor, max_ratio, k, |i| filter.allows(i))
+                .into_iter()
+                .map(|u| {
+                    let evidence = Evidence {
+                        price_ratio: u.price_ratio,
+                        similarity: u.similarity,
+                        ..Default::default()
+                    };
+                    (u.item, u.score, evidence)
+                })
+                .collect()
+        },
+    )
 }
 
 /// `SimilarItems`: the item's nearest neighbours in the embedding space that pass the filters
@@ -936,32 +931,39 @@ pub fn similar_list(
     k: usize,
     filters: &super::request::FilterSpec,
 ) -> RankedList {
-    anchored_list(model, customer_id, item_id, filters, |anchor, filter| {
-        model
-            .similar_to(anchor, k, true, &|i| filter.allows(i))
-            .into_iter()
-            .map(|s| Recommendation {
-                item: s.item,
-                score: s.similarity,
-                reason: Reason::Similar,
-                sources: vec![anchor],
-                evidence: Evidence {
-                    similarity: s.similarity,
-                    ..Default::default()
-                },
-            })
-            .collect()
-    })
+    anchored_list(
+        model,
+        customer_id,
+        item_id,
+        filters,
+        Reason::Similar,
+        |anchor, filter| {
+            model
+                .similar_to(anchor, k, true, &|i| filter.allows(i))
+                .into_iter()
+                .map(|s| {
+                    let evidence = Evidence {
+                        similarity: s.similarity,
+                        ..Default::default()
+                    };
+                    (s.item, s.similarity, evidence)
+                })
+                .collect()
+        },
+    )
 }
 
 /// A list about one anchor item: an unknown anchor answers empty (listed as unknown); the
-/// request's filters and the customer's purchases shape what `rank` may return.
+/// request's filters and the customer's purchases shape what `rank` may return, as (item,
+/// score, evidence) best first; each becomes a `reason` recommendation with the anchor as its
+/// source.
 fn anchored_list(
     model: &Model,
     customer_id: Option<&str>,
     item_id: &str,
     filters: &super::request::FilterSpec,
-    rank: impl FnOnce(ItemIdx, &ItemFilter<'_>) -> Vec<Recommendation>,
+    reason: Reason,
+    rank: impl FnOnce(ItemIdx, &ItemFilter<'_>) -> Vec<(ItemIdx, f32, Evidence)>,
 ) -> RankedList {
     let Some(anchor) = model.item(item_id) else {
         return RankedList {
@@ -977,8 +979,18 @@ fn anchored_list(
         DEFAULT_HORIZON_DAYS,
     );
     let filter = ItemFilter::new(model, filters, &[anchor], view.bought, view.due);
+    let items = rank(anchor, &filter)
+        .into_iter()
+        .map(|(item, score, evidence)| Recommendation {
+            item,
+            score,
+            reason,
+            sources: vec![anchor],
+            evidence,
+        })
+        .collect();
     RankedList {
-        items: rank(anchor, &filter),
+        items,
         unknown_item_ids: Vec::new(),
         cold_start: view.customer.is_none(),
     }
@@ -1106,7 +1118,7 @@ mod tests {
             let window = DueWindow::new(&model, c0, week_2, horizon_days);
             let history = model.data.customers.history(c0);
             let mut checked: Vec<u32> = (0..history.len())
-                .filter(|&k| window.is_due(k))
+                .filter(|&k| window.is_due(k, &history[k]))
                 .map(|k| history[k].item)
                 .collect();
             checked.sort_unstable();

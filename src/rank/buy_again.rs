@@ -75,10 +75,7 @@ pub fn best_due_items(
             }
         })
         .collect();
-    if due.len() > limit {
-        due.select_nth_unstable_by(limit, best_first);
-        due.truncate(limit);
-    }
+    crate::lists::keep_best_unordered(&mut due, limit, best_first);
     due
 }
 
@@ -89,7 +86,6 @@ pub fn best_due_items(
 #[derive(Debug, Clone, Copy)]
 pub struct DueWindow<'m> {
     candidates: &'m [DueCandidate],
-    history: &'m [HistoryEntry],
     as_of: i64,
     horizon_days: f32,
 }
@@ -98,33 +94,27 @@ impl<'m> DueWindow<'m> {
     /// No customer: nothing is due.
     pub const NONE: DueWindow<'static> = DueWindow {
         candidates: &[],
-        history: &[],
         as_of: 0,
         horizon_days: 0.0,
     };
 
     pub fn new(model: &'m Model, customer: CustomerIdx, as_of: i64, horizon_days: f32) -> Self {
-        let customers = &model.data.customers;
         DueWindow {
-            candidates: customers.due_row(customer),
-            history: customers.history(customer),
+            candidates: model.data.customers.due_row(customer),
             as_of,
             horizon_days,
         }
     }
 
-    /// `entry` indexes the customer's history.
-    pub fn is_due(&self, entry: usize) -> bool {
-        let Ok(at) = self
-            .candidates
+    /// `bought` is entry `entry` of the customer's history.
+    pub fn is_due(&self, entry: usize, bought: &HistoryEntry) -> bool {
+        self.candidates
             .binary_search_by_key(&entry, |c| c.entry as usize)
-        else {
-            return false;
-        };
-        let (c, Some(h)) = (&self.candidates[at], self.history.get(entry)) else {
-            return false;
-        };
-        days_to(due_at(h.last_purchase, c.interval_days), self.as_of) <= self.horizon_days
+            .is_ok_and(|at| {
+                let c = &self.candidates[at];
+                days_to(due_at(bought.last_purchase, c.interval_days), self.as_of)
+                    <= self.horizon_days
+            })
     }
 }
 

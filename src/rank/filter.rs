@@ -95,7 +95,9 @@ impl<'m> ItemFilter<'m> {
         match self.spec.purchased {
             PurchasedPolicy::Include => false,
             PurchasedPolicy::ExcludeAll => entry().is_ok(),
-            PurchasedPolicy::ExcludeUnlessDue => entry().is_ok_and(|k| !self.due.is_due(k)),
+            PurchasedPolicy::ExcludeUnlessDue => {
+                entry().is_ok_and(|k| !self.due.is_due(k, &self.bought[k]))
+            }
         }
     }
 
