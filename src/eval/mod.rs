@@ -187,6 +187,9 @@ pub const COBUY_UNTUNED: &str = "cobuy (configured weights)";
 /// tuned from 0.1 on validation users (basket protocols); thin lists backfilled from embedding
 /// neighbours and the context-centroid neighbours at weight 0.1 (bought together).
 pub const COBUY_WITH_EMBEDDINGS: &str = "cobuy + embedding signals";
+/// Bought together only: cobuy on the model whose thin lists are backfilled from embedding
+/// neighbours, without the context-centroid neighbours, so each of the two is measured alone.
+pub const COBUY_WITH_BACKFILL: &str = "cobuy + backfilled lists";
 /// Starting weight of the explore signal in the embedding variant.
 const HISTORY_SIMILAR_START: f32 = 0.1;
 /// Context-centroid neighbours' weight (against 1 for co-occurrence) in the embedding variant.
@@ -734,6 +737,7 @@ fn bought_together(
                 ..build.clone()
             };
             let with_embeddings = fold_model(fold, &train_log, catalog, &backfilled);
+            score(COBUY_WITH_BACKFILL, ranked(&with_embeddings, 0.0));
             score(
                 COBUY_WITH_EMBEDDINGS,
                 ranked(&with_embeddings, CONTEXT_SIMILAR_WEIGHT),
@@ -793,13 +797,14 @@ impl Partial {
 }
 
 /// Method order in reports: baselines first, cobuy last.
-const ORDER: [&str; 8] = [
+const ORDER: [&str; 9] = [
     G_TOP_FREQ,
     P_TOP_FREQ,
     GP_TOP_FREQ,
     TIFU_KNN,
     COOCCURRENCE,
     COBUY_UNTUNED,
+    COBUY_WITH_BACKFILL,
     COBUY_WITH_EMBEDDINGS,
     COBUY,
 ];
@@ -849,12 +854,23 @@ fn summarise(
             }
         })
         .collect();
-    methods.sort_by_key(|m| ORDER.iter().position(|&o| o == m.method).unwrap_or(6));
+    methods.sort_by_key(|m| {
+        ORDER
+            .iter()
+            .position(|&o| o == m.method)
+            .unwrap_or(ORDER.len())
+    });
     methods
 }
 
 fn is_baseline(method: &str) -> bool {
-    ![COBUY, COBUY_UNTUNED, COBUY_WITH_EMBEDDINGS].contains(&method)
+    ![
+        COBUY,
+        COBUY_UNTUNED,
+        COBUY_WITH_BACKFILL,
+        COBUY_WITH_EMBEDDINGS,
+    ]
+    .contains(&method)
 }
 
 fn compare(result: &ProtocolResult) -> Vec<Comparison> {

@@ -56,7 +56,12 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
             .map(|m| m["method"].as_str().expect("method"))
             .collect();
         let expected: &[&str] = if p["protocol"] == "bought_together" {
-            &["co-occurrence count", "cobuy + embedding signals", "cobuy"]
+            &[
+                "co-occurrence count",
+                "cobuy + backfilled lists",
+                "cobuy + embedding signals",
+                "cobuy",
+            ]
         } else {
             &[
                 "G-TopFreq",
