@@ -28,15 +28,13 @@ serve() { # name port extra-args...
   pids+=($!)
   PID[$name]=$!
 }
-# Server CPU (user + system, from /proc) per answered call during one fixed-rate run: a
-# capacity measure that a host stall, which decides a short run's p99, barely moves.
+# Server CPU per answered call during one fixed-rate run (`--server-pid`, from the server's
+# threads' schedstat): a capacity measure that a host stall, which decides a short run's p99,
+# barely moves. Every run below reports it too (column "cpu µs/call").
 cpu_per_call() { # name port rate
-  local name=$1 port=$2 rate=$3 before after ok
-  before=$(awk '{print $14 + $15}' "/proc/${PID[$name]}/stat")
-  ok=$(load --addr 127.0.0.1:"$port" --rps "$rate" --duration-s 20 --json \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["ok"])')
-  after=$(awk '{print $14 + $15}' "/proc/${PID[$name]}/stat")
-  python3 -c "print(f'$name: {($after - $before) / $(getconf CLK_TCK) * 1e6 / max($ok, 1):.1f} us of server CPU per call ($ok calls at $rate/s)')"
+  local name=$1 port=$2 rate=$3
+  load --addr 127.0.0.1:"$port" --server-pid "${PID[$name]}" --rps "$rate" --duration-s 20 --json \
+    | python3 -c "import json, sys; r = json.load(sys.stdin)[0]; print(f'$name: {r[\"server_cpu_us_per_call\"]:.1f} us of server CPU per call ({r[\"ok\"]} calls at $rate/s)')"
 }
 serve cobuy 50091
 serve noop 50092 --noop
@@ -50,7 +48,7 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
     for rep in $(seq "$REPS"); do
       for target in noop:50092 cobuy:50091; do
         echo "## ${target%%:*} ${rate}/s run $rep (load $(cut -d' ' -f1 /proc/loadavg))"
-        load --addr 127.0.0.1:"${target##*:}" --rps "$rate" --duration-s "$SECONDS_PER_RUN"
+        load --addr 127.0.0.1:"${target##*:}" --server-pid "${PID[${target%%:*}]}" --rps "$rate" --duration-s "$SECONDS_PER_RUN"
       done
     done
   done
@@ -60,7 +58,7 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
   done
   for target in noop:50092 cobuy:50091 pool:50093; do
     echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
-    load --addr 127.0.0.1:"${target##*:}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.12 --p99-target-ms 2 --max-steps 24
+    load --addr 127.0.0.1:"${target##*:}" --server-pid "${PID[${target%%:*}]}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.12 --p99-target-ms 2 --max-steps 24
   done
   # A batch host builds the next version; it is copied in beforehand and made live 10 s into
   # a 30 s run, as `cobuy publish` does after an rsync.
@@ -72,9 +70,9 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
   mv "$STAGE/$next" "$MODELS/"
   echo "## model swap under 1000/s (version $next published 10 s into a 30 s run)"
   (sleep 10; taskset -c 1 nice -n 19 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
-  load --addr 127.0.0.1:50091 --rps 1000 --duration-s 30
+  load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30
   wait
   echo "## steady 1000/s right after"
-  load --addr 127.0.0.1:50091 --rps 1000 --duration-s 30
+  load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30
   grep -h "model swapped in" "$OUT/server-cobuy.log" | tail -2
 } 2>&1 | tee "$OUT/results.txt"

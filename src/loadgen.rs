@@ -136,6 +136,8 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Calls outstanding beyond this are not sent and count as `client_overflow`.
     pub max_outstanding: usize,
+    /// The server's process on this host (Linux): its CPU time per answered call is reported.
+    pub server_pid: Option<u32>,
 }
 
 /// Latency percentiles in milliseconds and error counts of one step.
@@ -158,6 +160,10 @@ pub struct LoadReport {
     pub error_p99_ms: f64,
     /// A sweep step run again at the same rate because the attempt before it broke the target.
     pub retry: bool,
+    /// CPU time the server process (`LoadSpec::server_pid`) spent during the step, per answered
+    /// call, in µs: a capacity measure a host stall barely moves (one core serves about
+    /// 1e6 / this many calls per second).
+    pub server_cpu_us_per_call: Option<f64>,
 }
 
 impl LoadReport {
@@ -176,6 +182,46 @@ pub enum LoadError {
     },
     #[error("no requests to send (empty mix)")]
     EmptyMix,
+    #[error("cannot read the CPU time of server process {pid} from {path}: {reason}")]
+    ServerCpu {
+        pid: u32,
+        path: String,
+        reason: String,
+    },
+}
+
+/// CPU time a process has run so far: the sum over its threads of the first field of
+/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU, exact, unlike the tick counts of
+/// `/proc/<pid>/stat`). Threads that exit between two readings take their time with them; a
+/// gRPC server's threads live as long as it does.
+pub fn process_cpu_time(pid: u32) -> Result<Duration, LoadError> {
+    let dir = format!("/proc/{pid}/task");
+    let failure = |path: &str, reason: String| LoadError::ServerCpu {
+        pid,
+        path: path.to_owned(),
+        reason,
+    };
+    let tasks = std::fs::read_dir(&dir).map_err(|e| failure(&dir, e.to_string()))?;
+    let mut total = 0u64;
+    for task in tasks {
+        let path = task.map_err(|e| failure(&dir, e.to_string()))?.path();
+        let path = path.join("schedstat");
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // The thread exited after the directory was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failure(&shown, e.to_string())),
+        };
+        total += schedstat_run_ns(&text)
+            .ok_or_else(|| failure(&shown, format!("unexpected contents {text:?}")))?;
+    }
+    Ok(Duration::from_nanos(total))
+}
+
+/// The time on a CPU (ns), the first of schedstat's three numbers.
+fn schedstat_run_ns(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
 }
 
 async fn connect(spec: &LoadSpec) -> Result<Vec<Channel>, LoadError> {
@@ -223,6 +269,7 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
         return Err(LoadError::EmptyMix);
     }
     let channels = connect(spec).await?;
+    let cpu_before = spec.server_pid.map(process_cpu_time).transpose()?;
     let interval = Duration::from_secs_f64(1.0 / spec.rps.max(1e-3));
     let planned = (spec.duration.as_secs_f64() * spec.rps).floor() as u64;
     let total = spec.max_requests.map_or(planned, |m| m.min(planned));
@@ -323,6 +370,10 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
         ok_hist.max() as f64 / 1000.0
     };
     report.error_p99_ms = ms(&err_hist, 0.99);
+    if let (Some(pid), Some(before)) = (spec.server_pid, cpu_before) {
+        let spent = process_cpu_time(pid)?.saturating_sub(before);
+        report.server_cpu_us_per_call = Some(spent.as_secs_f64() * 1e6 / finished.max(1) as f64);
+    }
     Ok(report)
 }
 
@@ -373,4 +424,19 @@ pub async fn sweep(
 pub fn meets_target(report: &LoadReport, p99_target_ms: f64) -> bool {
     report.p99_ms <= p99_target_ms
         && report.error_count() as f64 <= 0.01 * report.sent.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedstat_gives_the_time_on_a_cpu_first() {
+        assert_eq!(
+            schedstat_run_ns("8123456789 2345678 1234\n"),
+            Some(8_123_456_789)
+        );
+        assert_eq!(schedstat_run_ns(""), None);
+        assert_eq!(schedstat_run_ns("n/a 1 2"), None);
+    }
 }

@@ -182,6 +182,9 @@ struct LoadgenArgs {
     /// Allow a non-loopback target.
     #[arg(long)]
     allow_remote: bool,
+    /// The server's process id (same host, Linux): report its CPU time per answered call.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, clap::Args, serde::Deserialize, Default)]
@@ -422,6 +425,7 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         connections: args.connections.max(1),
         timeout: Duration::from_millis(args.timeout_ms),
         max_outstanding: args.max_outstanding.max(1),
+        server_pid: args.server_pid,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -449,9 +453,14 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
+    let cpu_header = if args.server_pid.is_some() {
+        " cpu µs/call"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "{:>9}  {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  errors",
+        "{:>9}  {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{cpu_header}  errors",
         "target/s", "sent/s", "ok", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "err p99"
     )?;
     for r in &reports {
@@ -461,9 +470,12 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        let cpu = r
+            .server_cpu_us_per_call
+            .map_or(String::new(), |c| format!(" {c:>11.1}"));
         writeln!(
             out,
-            "{:>9.0}{} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}  {}{overflow}",
+            "{:>9.0}{} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}{cpu}  {}{overflow}",
             r.target_rps,
             if r.retry { "r" } else { " " },
             r.achieved_rps,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cobuy::loadgen::{LoadSpec, Mix, request_mix, run_step, sweep};
+use cobuy::loadgen::{LoadError, LoadSpec, Mix, process_cpu_time, request_mix, run_step, sweep};
 use cobuy::model::store;
 use cobuy::serve::ServeConfig;
 
@@ -20,6 +20,7 @@ fn spec(addr: std::net::SocketAddr, rps: f64, seconds: f64) -> LoadSpec {
         connections: 2,
         timeout: Duration::from_secs(2),
         max_outstanding: 1000,
+        server_pid: None,
     }
 }
 
@@ -35,9 +36,15 @@ async fn an_open_loop_step_sends_on_schedule_and_gets_every_answer() {
     assert_eq!(kinds.len(), 5, "the `all` mix uses every RPC");
     let server = TestServer::start(dir.path().to_path_buf(), false).await;
     let _ = server.channel().await;
-    let report = run_step(&spec(server.addr, 200.0, 1.0), Arc::new(calls))
-        .await
-        .expect("load");
+    // The server runs in this process, so this process's CPU time is the server's (and the
+    // generator's): present, positive and finite.
+    let measured = LoadSpec {
+        server_pid: Some(std::process::id()),
+        ..spec(server.addr, 200.0, 1.0)
+    };
+    let report = run_step(&measured, Arc::new(calls)).await.expect("load");
+    let cpu = report.server_cpu_us_per_call.expect("server CPU per call");
+    assert!(cpu > 0.0 && cpu.is_finite(), "{report:?}");
     assert_eq!(report.sent, 200);
     assert_eq!(report.ok, 200, "{report:?}");
     assert_eq!(report.error_count(), 0);
@@ -150,4 +157,16 @@ async fn a_sweep_raises_the_rate_and_retries_a_breaking_step_before_overloading(
         [(40.0, false), (40.0, true), (40.0, true), (80.0, false)]
     );
     server.stop().await;
+}
+
+#[test]
+fn the_cpu_time_of_a_missing_process_is_an_error_naming_it() {
+    let err = process_cpu_time(u32::MAX).expect_err("no such process");
+    assert!(
+        matches!(err, LoadError::ServerCpu { pid: u32::MAX, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/proc/4294967295/task"), "{err}");
+    let own = process_cpu_time(std::process::id()).expect("own process");
+    assert!(own > Duration::ZERO);
 }
