@@ -63,8 +63,8 @@ pub fn summary(model: &Model, manifest: &Manifest) -> String {
     let _ = writeln!(
         out,
         "bought-together pairs {}  next-order pairs {}  replenishable items {}",
-        d.bought_together.items.len(),
-        d.next_order.items.len(),
+        d.bought_together.entries.len(),
+        d.next_order.entries.len(),
         d.items.replenishable.iter().filter(|&&r| r).count()
     );
     let e = &d.embeddings;

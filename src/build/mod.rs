@@ -57,8 +57,8 @@ pub fn build(
     report.items = data.items.len() as u64;
     report.customers = data.customers.len() as u64;
     report.orders = data.total_orders as u64;
-    report.bought_together_pairs = data.bought_together.items.len() as u64;
-    report.next_order_pairs = data.next_order.items.len() as u64;
+    report.bought_together_pairs = data.bought_together.entries.len() as u64;
+    report.next_order_pairs = data.next_order.entries.len() as u64;
     report.replenishable_items = data.items.replenishable.iter().filter(|&&r| r).count() as u64;
     Ok((data, report))
 }

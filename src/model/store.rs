@@ -24,7 +24,7 @@ pub const CURRENT: &str = "CURRENT";
 pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_BIN: &str = "model.bin";
 /// Bumped when the binary layout of `model.bin` changes; a server refuses other versions.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// One file of a model version and its checksum.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -285,11 +285,11 @@ fn validate(data: &ModelData) -> Result<(), String> {
         ("similar_items", &data.similar_items),
     ] {
         if lists.offsets.len() != n + 1
-            || lists.offsets.last().copied().unwrap_or(0) as usize != lists.items.len()
+            || lists.offsets.last().copied().unwrap_or(0) as usize != lists.entries.len()
         {
             return Err(format!("{name} offsets do not match"));
         }
-        if lists.items.iter().any(|&i| i as usize >= n)
+        if lists.entries.iter().any(|e| e.item as usize >= n)
             || lists.offsets.windows(2).any(|w| w[0] > w[1])
         {
             return Err(format!("{name} out of range"));
