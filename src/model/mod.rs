@@ -103,12 +103,14 @@ impl NeighbourLists {
         };
         out.offsets.push(0);
         for list in lists {
-            out.entries
-                .extend(list.into_iter().map(|(item, score, support)| NeighbourEntry {
-                    item,
-                    score,
-                    support,
-                }));
+            out.entries.extend(
+                list.into_iter()
+                    .map(|(item, score, support)| NeighbourEntry {
+                        item,
+                        score,
+                        support,
+                    }),
+            );
             out.offsets.push(out.entries.len() as u32);
         }
         out
