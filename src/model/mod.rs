@@ -95,32 +95,24 @@ pub struct NeighbourEntry {
 }
 
 impl NeighbourLists {
-    pub fn from_lists(lists: Vec<Vec<(u32, f32, u32)>>) -> Self {
-        let total = lists.iter().map(Vec::len).sum();
-        let mut out = Self {
-            offsets: Vec::with_capacity(lists.len() + 1),
-            entries: Vec::with_capacity(total),
-        };
-        out.offsets.push(0);
-        for list in lists {
-            out.entries.extend(
-                list.into_iter()
-                    .map(|(item, score, support)| NeighbourEntry {
-                        item,
-                        score,
-                        support,
-                    }),
-            );
-            out.offsets.push(out.entries.len() as u32);
-        }
-        out
+    pub fn from_lists(rows: Vec<Vec<(u32, f32, u32)>>) -> Self {
+        let (offsets, entries) = lists::flatten(rows.into_iter().map(|list| {
+            list.into_iter()
+                .map(|(item, score, support)| NeighbourEntry {
+                    item,
+                    score,
+                    support,
+                })
+                .collect()
+        }));
+        Self { offsets, entries }
     }
 
     pub fn of(&self, item: ItemIdx) -> impl ExactSizeIterator<Item = Neighbour> + '_ {
-        let list = match (self.offsets.get(item.ix()), self.offsets.get(item.ix() + 1)) {
-            (Some(&a), Some(&b)) => self.entries.get(a as usize..b as usize).unwrap_or(&[]),
-            _ => &[],
-        };
+        let list = self
+            .entries
+            .get(lists::row_range(&self.offsets, item.ix()))
+            .unwrap_or(&[]);
         list.iter().map(|e| Neighbour {
             item: ItemIdx(e.item),
             score: e.score,

@@ -5,7 +5,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::buy_again::{DueItem, DueWindow, best_due_items, buy_again};
+use super::buy_again::{DueItem, DueWindow, best_due_items, buy_again, due_at};
 use super::filter::ItemFilter;
 use super::request::{
     ContextEntry, DEFAULT_HORIZON_DAYS, DEFAULT_UPSELL_MAX_RATIO, Evidence, RankedList, Reason,
@@ -653,9 +653,7 @@ fn repeat_contributions(model: &Model, customer: CustomerIdx, out: &mut Vec<Cont
             .map(|(h, probability)| {
                 let (interval_days, due_at) = if h.interval_days.is_finite() {
                     let interval = h.interval_days.max(1.0);
-                    let due =
-                        h.last_purchase + (interval as f64 * crate::model::SECONDS_PER_DAY) as i64;
-                    (interval, due)
+                    (interval, due_at(h.last_purchase, interval))
                 } else {
                     (0.0, 0)
                 };

@@ -122,7 +122,8 @@ fn days_to(at: i64, as_of: i64) -> f32 {
     ((at - as_of) as f64 / SECONDS_PER_DAY) as f32
 }
 
-fn due_at(last_purchase: i64, interval_days: f32) -> i64 {
+/// When an item bought at `last_purchase` is due again, every `interval_days`.
+pub(crate) fn due_at(last_purchase: i64, interval_days: f32) -> i64 {
     last_purchase + (interval_days as f64 * SECONDS_PER_DAY) as i64
 }
 
