@@ -107,6 +107,9 @@ struct EvalArgs {
     /// Bought-together items with at most this many training orders are reported apart.
     #[arg(long, default_value_t = 20)]
     few_orders: u32,
+    /// Bought together: at most this many test baskets per fold (a seeded sample of them).
+    #[arg(long, default_value_t = 10_000)]
+    bt_max_cases: usize,
     /// Rank with the mapping's configured weights instead of tuning them on validation users.
     #[arg(long)]
     no_tune: bool,
@@ -156,7 +159,7 @@ struct LoadgenArgs {
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
     /// Calls outstanding before the generator stops sending (counted as client_overflow).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 10_000)]
     max_outstanding: usize,
     /// Raise the rate step by step until the p99 target breaks, then overload at 2x.
     #[arg(long)]
@@ -646,6 +649,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             groups: args.tifu_groups,
         },
         few_orders: args.few_orders,
+        bt_max_cases: args.bt_max_cases,
         tune: !args.no_tune,
         ablation: !args.no_ablation,
     };

