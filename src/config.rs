@@ -52,7 +52,8 @@ pub struct BuildConfig {
     pub embedding_seed: u64,
     /// Items whose bought-together or next-order list is shorter than this get it extended with
     /// their embedding neighbours' lists (entries with support 0); 0 (the default) turns this
-    /// off: with 10 it lowered bought-together Hit@10 on completejourney (README "Quality").
+    /// off: at 10 it fills contexts of few-order items but moves nothing else beyond noise
+    /// (README "Quality").
     pub backfill_min_list: usize,
     /// Catalogues with at least this many indexed items are searched through an HNSW graph;
     /// smaller ones by an exact scan. Measured on completejourney vectors (`cargo bench --bench

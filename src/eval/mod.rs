@@ -37,7 +37,7 @@ use crate::config::BuildConfig;
 use crate::ids::ItemIdx;
 use crate::ingest::{CatalogEntry, OrderLog};
 use crate::model::similar::SimilarIndex;
-use crate::model::{Model, NONE};
+use crate::model::{Model, ModelData, NONE};
 use crate::progress::{Progress, StageClock};
 use crate::rank::blend::bought_together_with_similar;
 use crate::rank::request::{
@@ -184,9 +184,10 @@ pub struct EvalReport {
 /// The method names, as reported.
 pub const COBUY: &str = "cobuy";
 pub const COBUY_UNTUNED: &str = "cobuy (configured weights)";
-/// cobuy with the embedding signals on (built-in weights 0): the customer-vector explore signal
-/// tuned from 0.1 on validation users (basket protocols); thin lists backfilled from embedding
-/// neighbours and the context-centroid neighbours at weight 0.1 (bought together).
+/// cobuy with the embedding signals on (built-in weights 0), on the fold's model with thin lists
+/// backfilled from embedding neighbours: plus the customer-vector explore signal tuned from 0.1
+/// on validation users (basket protocols), or the context-centroid neighbours at weight 0.1
+/// (bought together).
 pub const COBUY_WITH_EMBEDDINGS: &str = "cobuy + embedding signals";
 /// Bought together only: cobuy on the model whose thin lists are backfilled from embedding
 /// neighbours, without the context-centroid neighbours, so each of the two is measured alone.
@@ -381,12 +382,12 @@ fn basket_protocol(
             cfg.tifu,
         );
         let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, blend, c);
-        let tuned = |start: Blend, names: &[&str], what: &str| -> Blend {
+        let tuned = |model: &Model, start: Blend, names: &[&str], what: &str| -> Blend {
             if !cfg.tune {
                 return start;
             }
             let (blend, score) = tune::coordinate_ascent(start, names, |b| {
-                per_user_objective(&validation, |c| cobuy_list(&model, surface, b, c))
+                per_user_objective(&validation, |c| cobuy_list(model, surface, b, c))
             });
             tracing::info!(
                 fold,
@@ -397,7 +398,7 @@ fn basket_protocol(
             );
             blend
         };
-        let blend = tuned(configured, tuned_names, "built-in signals");
+        let blend = tuned(&model, configured, tuned_names, "built-in signals");
         let p = cfg.tifu;
         let mut add = |name: &'static str, scores: FoldScores| {
             folds.entry(name).or_default().push(scores);
@@ -447,10 +448,15 @@ fn basket_protocol(
             };
             let mut names = tuned_names.to_vec();
             names.push("history_similar");
-            let with_embeddings = tuned(start, &names, "with embedding signals");
+            let backfilled = backfilled_model(&model);
+            let with_embeddings = tuned(&backfilled, start, &names, "with embedding signals");
             add(
                 COBUY_WITH_EMBEDDINGS,
-                score_cases(&test, |c| cobuy(&with_embeddings, c), &model),
+                score_cases(
+                    &test,
+                    |c| cobuy_list(&backfilled, surface, &with_embeddings, c),
+                    &model,
+                ),
             );
         }
         result.blends.push(blend);
@@ -484,6 +490,29 @@ fn fold_model(
     );
     let index = SimilarIndex::exact_for(&data.embeddings);
     Model::with_index(format!("eval-fold-{fold}"), data, index)
+}
+
+/// The fold's model with thin lists backfilled from embedding neighbours (what a build with
+/// `backfill_min_list` set computes, without building the rest again).
+fn backfilled_model(model: &Model) -> Model {
+    let cfg = BuildConfig {
+        backfill_min_list: BACKFILL_MIN_LIST,
+        ..model.data.config.clone()
+    };
+    let (bought_together, next_order) = crate::build::backfill_thin_lists(
+        &model.data.embeddings,
+        &model.data.bought_together,
+        &model.data.next_order,
+        &cfg,
+    );
+    let data = ModelData {
+        config: cfg,
+        bought_together,
+        next_order,
+        ..model.data.clone()
+    };
+    let index = SimilarIndex::exact_for(&data.embeddings);
+    Model::with_index(format!("{}-backfilled", model.version), data, index)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -722,21 +751,11 @@ fn bought_together(
         };
         score(COBUY, ranked(&model, 0.0));
         if cfg.ablation {
-            let backfilled = BuildConfig {
-                backfill_min_list: BACKFILL_MIN_LIST,
-                ..build.clone()
-            };
-            let with_embeddings = fold_model(fold, &train_log, catalog, &backfilled);
+            let with_embeddings = backfilled_model(&model);
             score(COBUY_WITH_BACKFILL, ranked(&with_embeddings, 0.0));
             score(
                 COBUY_WITH_EMBEDDINGS,
-                ranked(
-                    &with_embeddings,
-                    std::env::var("XCS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(CONTEXT_SIMILAR_WEIGHT),
-                ),
+                ranked(&with_embeddings, CONTEXT_SIMILAR_WEIGHT),
             );
         }
         result.test_cases_per_fold.push(cases.len());
