@@ -192,6 +192,12 @@ pub const COBUY_WITH_EMBEDDINGS: &str = "cobuy + embedding signals";
 /// Bought together only: cobuy on the model whose thin lists are backfilled from embedding
 /// neighbours, without the context-centroid neighbours, so each of the two is measured alone.
 pub const COBUY_WITH_BACKFILL: &str = "cobuy + backfilled lists";
+/// cobuy's list with every previously bought item excluded (`PurchasedPolicy::ExcludeAll`): the
+/// explore shelf of the surface, where only new items compete (basket protocols).
+pub const COBUY_EXPLORE: &str = "cobuy explore shelf";
+/// [`COBUY_EXPLORE`] with the customer-vector signal at a weight tuned from 0.1 on the
+/// validation users' explore shelves.
+pub const COBUY_EXPLORE_WITH_EMBEDDINGS: &str = "cobuy explore shelf + customer vector";
 /// Starting weight of the explore signal in the embedding variant.
 const HISTORY_SIMILAR_START: f32 = 0.1;
 /// Context-centroid neighbours' weight (against 1 for co-occurrence) in the embedding variant.
@@ -381,13 +387,19 @@ fn basket_protocol(
                 .collect(),
             cfg.tifu,
         );
-        let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, blend, c);
-        let tuned = |model: &Model, start: Blend, names: &[&str], what: &str| -> Blend {
+        let include = PurchasedPolicy::Include;
+        let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, include, blend, c);
+        let tuned = |model: &Model,
+                     purchased: PurchasedPolicy,
+                     start: Blend,
+                     names: &[&str],
+                     what: &str|
+         -> Blend {
             if !cfg.tune {
                 return start;
             }
             let (blend, score) = tune::coordinate_ascent(start, names, |b| {
-                per_user_objective(&validation, |c| cobuy_list(model, surface, b, c))
+                per_user_objective(&validation, |c| cobuy_list(model, surface, purchased, b, c))
             });
             tracing::info!(
                 fold,
@@ -398,7 +410,7 @@ fn basket_protocol(
             );
             blend
         };
-        let blend = tuned(&model, configured, tuned_names, "built-in signals");
+        let blend = tuned(&model, include, configured, tuned_names, "built-in signals");
         let p = cfg.tifu;
         let mut add = |name: &'static str, scores: FoldScores| {
             folds.entry(name).or_default().push(scores);
@@ -449,12 +461,49 @@ fn basket_protocol(
             let mut names = tuned_names.to_vec();
             names.push("history_similar");
             let backfilled = backfilled_model(&model);
-            let with_embeddings = tuned(&backfilled, start, &names, "with embedding signals");
+            let with_embeddings = tuned(
+                &backfilled,
+                include,
+                start,
+                &names,
+                "with embedding signals",
+            );
             add(
                 COBUY_WITH_EMBEDDINGS,
                 score_cases(
                     &test,
-                    |c| cobuy_list(&backfilled, surface, &with_embeddings, c),
+                    |c| cobuy_list(&backfilled, surface, include, &with_embeddings, c),
+                    &model,
+                ),
+            );
+            // The explore shelf: the same surface with every bought item excluded, ranked by
+            // the tuned weights alone, then with the customer-vector signal added at a weight
+            // tuned on the validation users' shelves.
+            let explore = PurchasedPolicy::ExcludeAll;
+            add(
+                COBUY_EXPLORE,
+                score_cases(
+                    &test,
+                    |c| cobuy_list(&model, surface, explore, &blend, c),
+                    &model,
+                ),
+            );
+            let start = Blend {
+                history_similar: HISTORY_SIMILAR_START,
+                ..blend
+            };
+            let with_vector = tuned(
+                &model,
+                explore,
+                start,
+                &["history_similar"],
+                "explore shelf with the customer vector",
+            );
+            add(
+                COBUY_EXPLORE_WITH_EMBEDDINGS,
+                score_cases(
+                    &test,
+                    |c| cobuy_list(&model, surface, explore, &with_vector, c),
                     &model,
                 ),
             );
@@ -522,15 +571,23 @@ enum Role {
     Test,
 }
 
-/// The request a storefront sends for the slot, with previously bought items allowed.
-fn cobuy_list(model: &Model, surface: Surface, blend: &Blend, case: &Case<'_>) -> Vec<u32> {
+/// The request a storefront sends for the slot: previously bought items allowed
+/// (`PurchasedPolicy::Include`), or never-bought items only for an explore shelf
+/// (`PurchasedPolicy::ExcludeAll`).
+fn cobuy_list(
+    model: &Model,
+    surface: Surface,
+    purchased: PurchasedPolicy,
+    blend: &Blend,
+    case: &Case<'_>,
+) -> Vec<u32> {
     let query = RecommendQuery {
         customer_id: Some(case.customer.to_owned()),
         surface,
         context: Vec::new(),
         k: MAX_K,
         filters: FilterSpec {
-            purchased: PurchasedPolicy::Include,
+            purchased,
             ..FilterSpec::default()
         },
         as_of: Some(case.time),
@@ -812,12 +869,14 @@ impl Partial {
 }
 
 /// Method order in reports: baselines first, cobuy last.
-const ORDER: [&str; 9] = [
+const ORDER: [&str; 11] = [
     G_TOP_FREQ,
     P_TOP_FREQ,
     GP_TOP_FREQ,
     TIFU_KNN,
     COOCCURRENCE,
+    COBUY_EXPLORE,
+    COBUY_EXPLORE_WITH_EMBEDDINGS,
     COBUY_UNTUNED,
     COBUY_WITH_BACKFILL,
     COBUY_WITH_EMBEDDINGS,
@@ -884,6 +943,8 @@ fn is_baseline(method: &str) -> bool {
         COBUY_UNTUNED,
         COBUY_WITH_BACKFILL,
         COBUY_WITH_EMBEDDINGS,
+        COBUY_EXPLORE,
+        COBUY_EXPLORE_WITH_EMBEDDINGS,
     ]
     .contains(&method)
 }

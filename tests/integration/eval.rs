@@ -68,6 +68,8 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
                 "P-TopFreq",
                 "GP-TopFreq",
                 "TIFU-KNN",
+                "cobuy explore shelf",
+                "cobuy explore shelf + customer vector",
                 "cobuy (configured weights)",
                 "cobuy + embedding signals",
                 "cobuy",
@@ -98,6 +100,16 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
     };
     assert!(metric(0, "cobuy", "recall@10") > 1.5 * metric(0, "G-TopFreq", "recall@10"));
     assert!(metric(2, "cobuy", "hit@10") > metric(2, "co-occurrence count", "hit@10"));
+    // The explore shelves never show a bought item, so none of their hits is a repeat.
+    for shelf in [
+        "cobuy explore shelf",
+        "cobuy explore shelf + customer vector",
+    ] {
+        for protocol in [0, 1] {
+            assert_eq!(metric(protocol, shelf, "recall_repeat@10"), 0.0, "{shelf}");
+        }
+    }
+    assert!(metric(1, "cobuy explore shelf", "recall_explore@10") > 0.0);
 
     let page = std::fs::read_to_string(&html).expect("html written");
     assert!(page.starts_with("<!doctype html>") && page.contains("<svg"));
