@@ -113,7 +113,8 @@ struct EvalArgs {
     /// Rank with the mapping's configured weights instead of tuning them on validation users.
     #[arg(long)]
     no_tune: bool,
-    /// Skip the comparison with cobuy plus its embedding signals (which are off by default).
+    /// Skip the comparisons with cobuy plus its embedding signals (which are off by default)
+    /// and the explore shelves.
     #[arg(long)]
     no_ablation: bool,
     /// Print the results as JSON instead of tables.

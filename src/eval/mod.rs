@@ -105,7 +105,8 @@ pub struct EvalConfig {
     pub bt_max_cases: usize,
     /// Tune the surface's weights on validation users (otherwise use the configured ones).
     pub tune: bool,
-    /// Also score cobuy on a model built without embeddings.
+    /// Also score cobuy with its embedding signals on, and the explore shelves (basket
+    /// protocols), beside the same ranking without them.
     pub ablation: bool,
 }
 
