@@ -103,10 +103,11 @@ fn bench(c: &mut Criterion) {
         return;
     };
     // What a SimilarItems request for a known item costs: its precomputed list, filtered.
+    // Items are picked in the model's own index space (`e` is compacted: its indexes differ).
     let model = Model::new("bench".into(), data);
-    let known: Vec<ItemIdx> = (0..e.source.len() as u32)
+    let known: Vec<ItemIdx> = (0..all.source.len() as u32)
         .map(ItemIdx)
-        .filter(|&i| e.indexed(i))
+        .filter(|&i| all.indexed(i))
         .take(QUERIES)
         .collect();
     let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
