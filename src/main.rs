@@ -631,6 +631,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         p
     };
     anyhow::ensure!(args.folds >= 1, "--folds must be at least 1");
+    anyhow::ensure!(args.bt_max_cases >= 1, "--bt-max-cases must be at least 1");
     anyhow::ensure!(
         args.min_baskets >= 2 && args.min_baskets <= args.max_baskets,
         "--min-baskets must be >= 2 and <= --max-baskets"

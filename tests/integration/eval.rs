@@ -151,4 +151,7 @@ fn eval_rejects_bad_arguments_with_the_flag_named() {
     let out = eval(&["--folds", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--folds"));
+    let out = eval(&["--bt-max-cases", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bt-max-cases"));
 }
