@@ -110,9 +110,11 @@ const BACKFILL_NEIGHBOURS: usize = 30;
 
 /// The bought-together and next-order lists with every item that has a vector and fewer than
 /// `cfg.backfill_min_list` entries in either list backed by its embedding neighbours' lists
-/// ([`cooccur::backfill`]).
+/// ([`cooccur::backfill`]). An item's neighbours come from its similar-items list when that
+/// holds enough of them (the same exact search, already done), from a search otherwise.
 pub fn backfill_thin_lists(
     embeddings: &Embeddings,
+    similar_items: &NeighbourLists,
     bought_together: &NeighbourLists,
     next_order: &NeighbourLists,
     cfg: &BuildConfig,
@@ -124,8 +126,25 @@ pub fn backfill_thin_lists(
                     || next_order.len_of(ItemIdx(i)) < cfg.backfill_min_list)
         })
         .collect();
-    let neighbours = embed::nearest_indexed(embeddings, &thin, BACKFILL_NEIGHBOURS);
-    let thin: Vec<(u32, Vec<(u32, f32)>)> = thin.into_iter().zip(neighbours).collect();
+    let listed = |i: u32| similar_items.len_of(ItemIdx(i)) >= BACKFILL_NEIGHBOURS;
+    let unlisted: Vec<u32> = thin.iter().copied().filter(|&i| !listed(i)).collect();
+    let mut searched =
+        embed::nearest_indexed(embeddings, &unlisted, BACKFILL_NEIGHBOURS).into_iter();
+    let thin: Vec<(u32, Vec<(u32, f32)>)> = thin
+        .into_iter()
+        .map(|i| {
+            let neighbours = if listed(i) {
+                similar_items
+                    .of(ItemIdx(i))
+                    .take(BACKFILL_NEIGHBOURS)
+                    .map(|n| (n.item.0, n.score))
+                    .collect()
+            } else {
+                searched.next().unwrap_or_default()
+            };
+            (i, neighbours)
+        })
+        .collect();
     (
         cooccur::backfill(bought_together, &thin, cfg.top_n),
         cooccur::backfill(next_order, &thin, cfg.top_n),
@@ -221,7 +240,13 @@ pub fn model_from_log(
         (bought_together, next_order)
     } else {
         clock.run("backfill thin lists", || {
-            backfill_thin_lists(&embeddings, &bought_together, &next_order, cfg)
+            backfill_thin_lists(
+                &embeddings,
+                &similar_items,
+                &bought_together,
+                &next_order,
+                cfg,
+            )
         })
     };
     let mut repurchase = history.repurchase;

@@ -551,6 +551,7 @@ fn backfilled_model(model: &Model) -> Model {
     };
     let (bought_together, next_order) = crate::build::backfill_thin_lists(
         &model.data.embeddings,
+        &model.data.similar_items,
         &model.data.bought_together,
         &model.data.next_order,
         &cfg,
