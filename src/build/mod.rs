@@ -126,24 +126,22 @@ pub fn backfill_thin_lists(
                     || next_order.len_of(ItemIdx(i)) < cfg.backfill_min_list)
         })
         .collect();
-    let listed = |i: u32| similar_items.len_of(ItemIdx(i)) >= BACKFILL_NEIGHBOURS;
-    let unlisted: Vec<u32> = thin.iter().copied().filter(|&i| !listed(i)).collect();
-    let mut searched =
-        embed::nearest_indexed(embeddings, &unlisted, BACKFILL_NEIGHBOURS).into_iter();
-    let thin: Vec<(u32, Vec<(u32, f32)>)> = thin
+    let (listed, unlisted): (Vec<u32>, Vec<u32>) = thin
+        .into_iter()
+        .partition(|&i| similar_items.len_of(ItemIdx(i)) >= BACKFILL_NEIGHBOURS);
+    let searched = embed::nearest_indexed(embeddings, &unlisted, BACKFILL_NEIGHBOURS);
+    // Order does not matter: each thin item's list is filled on its own.
+    let thin: Vec<(u32, Vec<(u32, f32)>)> = listed
         .into_iter()
         .map(|i| {
-            let neighbours = if listed(i) {
-                similar_items
-                    .of(ItemIdx(i))
-                    .take(BACKFILL_NEIGHBOURS)
-                    .map(|n| (n.item.0, n.score))
-                    .collect()
-            } else {
-                searched.next().unwrap_or_default()
-            };
+            let neighbours = similar_items
+                .of(ItemIdx(i))
+                .take(BACKFILL_NEIGHBOURS)
+                .map(|n| (n.item.0, n.score))
+                .collect();
             (i, neighbours)
         })
+        .chain(unlisted.into_iter().zip(searched))
         .collect();
     (
         cooccur::backfill(bought_together, &thin, cfg.top_n),

@@ -870,13 +870,10 @@ impl Partial {
     }
 }
 
-/// Method order in reports: baselines first, cobuy last.
-const ORDER: [&str; 11] = [
-    G_TOP_FREQ,
-    P_TOP_FREQ,
-    GP_TOP_FREQ,
-    TIFU_KNN,
-    COOCCURRENCE,
+/// The baselines, in report order.
+const BASELINES: [&str; 5] = [G_TOP_FREQ, P_TOP_FREQ, GP_TOP_FREQ, TIFU_KNN, COOCCURRENCE];
+/// cobuy's rows, in report order after the baselines (cobuy itself last).
+const COBUY_ROWS: [&str; 6] = [
     COBUY_EXPLORE,
     COBUY_EXPLORE_WITH_EMBEDDINGS,
     COBUY_UNTUNED,
@@ -884,6 +881,14 @@ const ORDER: [&str; 11] = [
     COBUY_WITH_EMBEDDINGS,
     COBUY,
 ];
+
+/// A method's place in reports: baselines first, cobuy last.
+fn report_position(method: &str) -> usize {
+    let position = |rows: &[&str]| rows.iter().position(|&r| r == method);
+    position(&BASELINES)
+        .or_else(|| position(&COBUY_ROWS).map(|p| BASELINES.len() + p))
+        .unwrap_or(BASELINES.len() + COBUY_ROWS.len())
+}
 
 fn summarise(
     folds: BTreeMap<&str, Vec<FoldScores>>,
@@ -930,25 +935,12 @@ fn summarise(
             }
         })
         .collect();
-    methods.sort_by_key(|m| {
-        ORDER
-            .iter()
-            .position(|&o| o == m.method)
-            .unwrap_or(ORDER.len())
-    });
+    methods.sort_by_key(|m| report_position(&m.method));
     methods
 }
 
 fn is_baseline(method: &str) -> bool {
-    ![
-        COBUY,
-        COBUY_UNTUNED,
-        COBUY_WITH_BACKFILL,
-        COBUY_WITH_EMBEDDINGS,
-        COBUY_EXPLORE,
-        COBUY_EXPLORE_WITH_EMBEDDINGS,
-    ]
-    .contains(&method)
+    BASELINES.contains(&method)
 }
 
 fn compare(result: &ProtocolResult) -> Vec<Comparison> {
