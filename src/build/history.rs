@@ -13,7 +13,8 @@ use crate::config::BuildConfig;
 use crate::ids::CustomerIdx;
 use crate::ingest::{GUEST, OrderLog};
 use crate::model::{
-    CustomerTable, DueCandidate, HistoryEntry, RepeatEntry, RepurchaseStats, SECONDS_PER_DAY,
+    CustomerTable, DueCandidate, HEAVIEST_HISTORY_ITEMS, HistoryEntry, RepeatEntry,
+    RepurchaseStats, SECONDS_PER_DAY,
 };
 
 /// Median and interquartile range of `values` (reordered in place); NaN when empty.
@@ -169,6 +170,8 @@ pub fn compute(
         last_order_items: Vec::new(),
         repeat_offsets: Vec::new(),
         repeat: Vec::new(),
+        heaviest_offsets: Vec::new(),
+        heaviest: Vec::new(),
         due_offsets: Vec::new(),
         due: Vec::new(),
         neighbour_offsets: Vec::new(),
@@ -196,6 +199,9 @@ pub fn compute(
     let (offsets, entries) = repeat_lists(&customers, &repurchase, next_order_repeat_prior);
     customers.repeat_offsets = offsets;
     customers.repeat = entries;
+    let (offsets, entries) = heaviest_lists(&customers);
+    customers.heaviest_offsets = offsets;
+    customers.heaviest = entries;
     HistoryOutput {
         repurchase,
         next_order_repeat_prior,
@@ -311,6 +317,25 @@ fn repeat_lists(
             };
             crate::lists::keep_best(&mut list, MAX_REPEAT_ITEMS, likeliest);
             list
+        })
+        .collect();
+    crate::lists::flatten(lists)
+}
+
+/// Each customer's [`HEAVIEST_HISTORY_ITEMS`] heaviest history entries (decayed frequency
+/// descending, then item), as history indices, CSR by customer.
+fn heaviest_lists(customers: &CustomerTable) -> (Vec<u32>, Vec<u32>) {
+    let lists: Vec<Vec<u32>> = (0..customers.len())
+        .into_par_iter()
+        .map(|c| {
+            let history = customers.history(CustomerIdx(c as u32));
+            let mut entries: Vec<u32> = (0..history.len() as u32).collect();
+            let heaviest = |a: &u32, b: &u32| {
+                let (a, b) = (&history[*a as usize], &history[*b as usize]);
+                b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
+            };
+            crate::lists::keep_best(&mut entries, HEAVIEST_HISTORY_ITEMS, heaviest);
+            entries
         })
         .collect();
     crate::lists::flatten(lists)

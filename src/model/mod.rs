@@ -282,6 +282,12 @@ pub struct CustomerTable {
     /// Repeat candidates, most likely first, CSR by customer index (`build::history`).
     pub repeat_offsets: Vec<u32>,
     pub repeat: Vec<RepeatEntry>,
+    /// The customer's [`HEAVIEST_HISTORY_ITEMS`] heaviest history entries (by decayed
+    /// frequency, then item), as indices into their history, CSR by customer index: the
+    /// history anchors of a request, precomputed because a heavy customer's history holds
+    /// thousands of entries and the choice depends on nothing a request says.
+    pub heaviest_offsets: Vec<u32>,
+    pub heaviest: Vec<u32>,
     /// Re-purchasable history items with their interval and confidence, CSR by customer index
     /// (`build::history::due_candidates`).
     pub due_offsets: Vec<u32>,
@@ -291,6 +297,9 @@ pub struct CustomerTable {
     pub neighbour_offsets: Vec<u32>,
     pub neighbour_items: Vec<NeighbourItem>,
 }
+
+/// Heaviest history entries kept per customer (see [`CustomerTable::heaviest`]).
+pub const HEAVIEST_HISTORY_ITEMS: usize = 40;
 
 /// An item a customer's nearest customers buy.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -358,6 +367,15 @@ impl CustomerTable {
         self.repeat[lists::row_range(&self.repeat_offsets, customer.ix())]
             .iter()
             .filter_map(move |r| history.get(r.entry as usize).map(|h| (h, r.probability)))
+    }
+
+    /// The customer's heaviest history entries, heaviest first (at most
+    /// [`HEAVIEST_HISTORY_ITEMS`]).
+    pub fn heaviest(&self, customer: CustomerIdx) -> impl Iterator<Item = &HistoryEntry> + '_ {
+        let history = self.history(customer);
+        self.heaviest[lists::row_range(&self.heaviest_offsets, customer.ix())]
+            .iter()
+            .filter_map(move |&e| history.get(e as usize))
     }
 
     pub fn last_order_items(&self, customer: CustomerIdx) -> &[u32] {

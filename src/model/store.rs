@@ -24,7 +24,7 @@ pub const CURRENT: &str = "CURRENT";
 pub const MANIFEST: &str = "manifest.json";
 pub const MODEL_BIN: &str = "model.bin";
 /// Bumped when the binary layout of `model.bin` changes; a server refuses other versions.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// One file of a model version and its checksum.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -304,6 +304,9 @@ fn validate(data: &ModelData) -> Result<(), String> {
         || c.repeat_offsets.len() != nc + 1
         || c.repeat_offsets.last().copied().unwrap_or(0) as usize != c.repeat.len()
         || c.repeat_offsets.windows(2).any(|w| w[0] > w[1])
+        || c.heaviest_offsets.len() != nc + 1
+        || c.heaviest_offsets.last().copied().unwrap_or(0) as usize != c.heaviest.len()
+        || c.heaviest_offsets.windows(2).any(|w| w[0] > w[1])
         || c.due_offsets.len() != nc + 1
         || c.due_offsets.last().copied().unwrap_or(0) as usize != c.due.len()
         || c.due_offsets.windows(2).any(|w| w[0] > w[1])

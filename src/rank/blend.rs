@@ -172,6 +172,8 @@ impl SurfaceBlends {
 
 /// Anchors from a customer's history: the last order's items, then the most frequent items.
 const MAX_HISTORY_ANCHORS: usize = 20;
+// Anchors skip the last order's items, so the precomputed heaviest list holds twice as many.
+const _: () = assert!(crate::model::HEAVIEST_HISTORY_ITEMS >= 2 * MAX_HISTORY_ANCHORS);
 /// Re-purchasable items considered per request; due items score highest, so this bounds the
 /// work for customers with thousands of items without losing due ones.
 const MAX_DUE_ITEMS: usize = 200;
@@ -681,16 +683,13 @@ fn history_anchors(model: &Model, customer: CustomerIdx) -> Vec<(ItemIdx, f32)> 
         .take(MAX_HISTORY_ANCHORS)
         .map(|&i| (ItemIdx(i), 1.0))
         .collect();
-    let history = customers.history(customer);
-    let max_weight = history.iter().map(|h| h.weight).fold(0.0f32, f32::max);
+    // The heaviest entry comes first (the weights are never NaN).
+    let max_weight = customers
+        .heaviest(customer)
+        .next()
+        .map_or(0.0, |h| h.weight.max(0.0));
     if max_weight > 0.0 && anchors.len() < MAX_HISTORY_ANCHORS {
-        // Partial selection: heavy customers have thousands of history entries.
-        let heaviest = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
-            b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
-        };
-        let mut frequent: Vec<_> = history.iter().collect();
-        crate::lists::keep_best(&mut frequent, 2 * MAX_HISTORY_ANCHORS, heaviest);
-        for h in frequent {
+        for h in customers.heaviest(customer) {
             if anchors.len() >= MAX_HISTORY_ANCHORS {
                 break;
             }
