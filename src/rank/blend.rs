@@ -757,6 +757,19 @@ fn popular_contributions(
 /// Candidates ordered up front per requested item (see [`select`]).
 const SELECT_HEAD_PER_K: usize = 8;
 
+/// A candidate's place in selection order as one integer (larger = better): the score's bits
+/// mapped so that unsigned order is `f32::total_cmp` order, then the item index inverted, so a
+/// tie goes to the lower index.
+fn selection_key(score: f32, item: ItemIdx) -> u64 {
+    let bits = score.to_bits();
+    let ordered = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
+    (u64::from(ordered) << 32) | u64::from(!item.0)
+}
+
 /// Best-first selection under the filter, at most `ceil(k · share)` per leaf category.
 fn select(
     model: &Model,
@@ -766,15 +779,16 @@ fn select(
     max_category_share: f32,
 ) -> Vec<Recommendation> {
     let candidates = &pool.candidates;
-    let mut order: Vec<(f32, u32, u32)> = candidates
+    // One integer per candidate, larger = better: a higher score, then the lower item index.
+    // The partial selection below then compares plain integers, its main cost when a request
+    // pools thousands of candidates.
+    let mut order: Vec<u64> = candidates
         .iter()
-        .enumerate()
-        .map(|(slot, c)| (c.total, c.item.0, slot as u32))
+        .map(|c| selection_key(c.total, c.item))
         .collect();
     // Most walks end within the first few k candidates: order only those, and the rest if the
     // filter and the category cap use them up (requests pool hundreds to thousands).
-    let best_first =
-        |a: &(f32, u32, u32), b: &(f32, u32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let best_first = |a: &u64, b: &u64| b.cmp(a);
     let head = (SELECT_HEAD_PER_K * k).min(order.len());
     if head < order.len() {
         order.select_nth_unstable_by(head, best_first);
@@ -791,7 +805,8 @@ fn select(
             order[head..].sort_unstable_by(best_first);
             rest_sorted = true;
         }
-        let (_, item, slot) = order[at];
+        let item = !(order[at] as u32);
+        let slot = pool.slots[item as usize];
         at += 1;
         if chosen.len() >= k {
             break;
@@ -1021,6 +1036,36 @@ mod tests {
     use crate::ingest::{OrderHeader, OrderLine, OrderLog};
     use crate::progress::{Progress, StageClock};
     use crate::rank::request::FilterSpec;
+
+    #[test]
+    fn selection_keys_order_as_score_then_lower_item() {
+        let scores = [
+            f32::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-30,
+            0.3,
+            0.3,
+            7.0,
+            f32::INFINITY,
+        ];
+        let mut pairs: Vec<(f32, u32)> = Vec::new();
+        for (i, &s) in scores.iter().enumerate() {
+            pairs.push((s, i as u32));
+            pairs.push((s, 100 - i as u32));
+        }
+        let mut by_key = pairs.clone();
+        by_key.sort_by_key(|&(s, i)| std::cmp::Reverse(selection_key(s, ItemIdx(i))));
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        assert_eq!(by_key, pairs);
+        assert_eq!(by_key[0], (f32::INFINITY, 8));
+        assert_eq!(
+            !(selection_key(0.3, ItemIdx(42)) as u32),
+            42,
+            "the item comes back"
+        );
+    }
 
     /// Items: 0 = milk, 1 = lamp, 2 = bread. Customers 0..10 buy milk and bread in each of three
     /// weekly orders and a lamp once; customer 10 ("new") placed one order {milk, lamp};
