@@ -4,6 +4,14 @@
 //!
 //! Needs ../shared/data/completejourney (skipped with a notice otherwise):
 //!   cargo bench --bench recommend
+//!
+//! A cold pass follows: the same requests with the core's caches evicted before each, the state
+//! a server's request finds them in. For instruction and cache-miss counts that do not depend on
+//! the machine's load, run that pass alone on a built model under callgrind:
+//!   RECOMMEND_BENCH_COLD=40 RECOMMEND_BENCH_MODELS=models valgrind --tool=callgrind \
+//!     --cache-sim=yes --toggle-collect='*rank_into*' target/release/deps/recommend-<hash> --bench
+//! (`RECOMMEND_BENCH_COLD` requests per surface, from the model `CURRENT` names in
+//! `RECOMMEND_BENCH_MODELS`; benches/RESULTS.md, session 7.)
 
 #![allow(clippy::print_stdout)] // a bench reports its percentile table on the terminal
 
@@ -22,6 +30,10 @@ const SEED: u64 = 7;
 const REQUESTS_PER_SURFACE: usize = 2_000;
 const PERCENTILE_ROUNDS: usize = 10;
 const K: usize = 10;
+/// The cold pass walks this much memory before each request, evicting the core's L1 and L2 as a
+/// server's network stack does between two calls (in process, a request's lists otherwise stay
+/// cached from the one before, and ranking looks about half as costly as in the server).
+const EVICT_BYTES: usize = 4 << 20;
 
 fn load_model() -> Option<Model> {
     common::completejourney_model("recommend").map(|data| Model::new("bench".into(), data))
@@ -104,9 +116,72 @@ fn percentiles(model: &Model) {
         }
         row(&format!("{surface:?}"), &h);
     }
+    cold_percentiles(model, REQUESTS_PER_SURFACE);
+}
+
+/// `n` requests per surface with the caches evicted before each one (see [`EVICT_BYTES`]); the
+/// walk itself is not timed. The last row covers every surface's requests.
+fn cold_percentiles(model: &Model, n: usize) {
+    println!(
+        "\ncold caches ({} MiB walked before each request), µs",
+        EVICT_BYTES >> 20
+    );
+    println!(
+        "{:<24} {:>8} {:>8} {:>8} {:>8}",
+        "surface", "p50", "p99", "mean", "max"
+    );
+    let mut evict = vec![0u64; EVICT_BYTES / 8];
+    let mut walk = |round: u64| {
+        for (i, x) in evict.iter_mut().enumerate().step_by(8) {
+            *x = x.wrapping_add(round ^ i as u64);
+        }
+        black_box(&evict);
+    };
+    let mut all = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut round = 0;
+    for surface in Surface::ALL {
+        let batch = requests(model, surface, n);
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for q in &batch {
+            round += 1;
+            walk(round);
+            let t = Instant::now();
+            black_box(recommend(model, black_box(q)));
+            let ns = t.elapsed().as_nanos() as u64;
+            h.record(ns).expect("record");
+            all.record(ns).expect("record");
+        }
+        let us = |v: f64| v / 1000.0;
+        println!(
+            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            format!("{surface:?}"),
+            us(h.value_at_quantile(0.5) as f64),
+            us(h.value_at_quantile(0.99) as f64),
+            us(h.mean()),
+            us(h.max() as f64)
+        );
+    }
+    println!(
+        "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+        "all surfaces",
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0,
+        all.mean() / 1000.0,
+        all.max() as f64 / 1000.0
+    );
 }
 
 fn bench(c: &mut Criterion) {
+    if let Ok(n) = std::env::var("RECOMMEND_BENCH_COLD") {
+        let n: usize = n
+            .parse()
+            .expect("RECOMMEND_BENCH_COLD: requests per surface");
+        let dir = std::env::var("RECOMMEND_BENCH_MODELS").unwrap_or_else(|_| "models".into());
+        let model = cobuy::model::store::load_current(std::path::Path::new(&dir))
+            .expect("RECOMMEND_BENCH_MODELS: a models directory");
+        cold_percentiles(&model, n);
+        return;
+    }
     let Some(model) = load_model() else { return };
     percentiles(&model);
     let mut group = c.benchmark_group("recommend");

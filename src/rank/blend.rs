@@ -215,22 +215,37 @@ struct Candidate {
 /// Accumulates weighted, normalised contributions per item.
 #[derive(Debug)]
 struct Pool<'s> {
-    /// Dense item → candidate slot map (`u32::MAX` = none), borrowed from a per-thread buffer
-    /// and reset through `candidates` when the pool is dropped.
+    /// Dense item → candidate slot map (`u32::MAX` = none), borrowed from the per-thread
+    /// [`Buffers`] and reset through `candidates` when the pool is dropped.
     slots: &'s mut Vec<u32>,
-    candidates: Vec<Candidate>,
+    /// Borrowed from the per-thread [`Buffers`] as well, and cleared on drop.
+    candidates: &'s mut Vec<Candidate>,
 }
 
 impl Drop for Pool<'_> {
     fn drop(&mut self) {
-        for c in &self.candidates {
+        for c in self.candidates.iter() {
             self.slots[c.item.ix()] = u32::MAX;
         }
+        self.candidates.clear();
     }
 }
 
+/// A ranking thread's working memory, reused from request to request: its capacity stays, so a
+/// request neither allocates nor copies a growing candidate list, and it touches memory the
+/// previous request left warm.
+#[derive(Default)]
+struct Buffers {
+    slots: Vec<u32>,
+    candidates: Vec<Candidate>,
+    /// One signal's contributions at a time.
+    signal: Vec<Contribution>,
+    /// A second signal read in the same pass (look-alike customers' items the customer owns).
+    second: Vec<Contribution>,
+}
+
 thread_local! {
-    static SLOTS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
 }
 
 struct Contribution {
@@ -374,18 +389,25 @@ pub fn recommend(model: &Model, query: &RecommendQuery) -> RankedList {
 
 /// [`recommend`] with explicit weights (for tuning and evaluation).
 pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> RankedList {
-    SLOTS.with_borrow_mut(|slots| {
+    BUFFERS.with_borrow_mut(|buffers| {
+        let Buffers {
+            slots,
+            candidates,
+            signal,
+            second,
+        } = buffers;
         if slots.len() < model.n_items() {
             slots.resize(model.n_items(), u32::MAX);
         }
+        signal.clear();
+        second.clear();
         rank_into(
             model,
             query,
             blend,
-            Pool {
-                slots,
-                candidates: Vec::with_capacity(1024),
-            },
+            Pool { slots, candidates },
+            signal,
+            second,
         )
     })
 }
@@ -395,6 +417,8 @@ fn rank_into(
     query: &RecommendQuery,
     blend: &Blend,
     mut pool: Pool<'_>,
+    scratch: &mut Vec<Contribution>,
+    own: &mut Vec<Contribution>,
 ) -> RankedList {
     let data = &model.data;
     let as_of = query.as_of.unwrap_or(data.time.last_order);
@@ -406,24 +430,23 @@ fn rank_into(
         DEFAULT_HORIZON_DAYS,
     );
     let filter = ItemFilter::new(model, &query.filters, &context, view.bought, view.due);
-    let mut scratch = Vec::with_capacity(NEIGHBOUR_BUDGET + 64);
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
     if blend.context_bought_together > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(&data.bought_together, &context_anchors, &mut scratch);
+        neighbour_contributions(&data.bought_together, &context_anchors, scratch);
         pool.add_signal(
             blend.context_bought_together,
             Reason::BoughtTogether,
-            &scratch,
+            scratch,
         );
     }
     if blend.context_similar > 0.0 && !context.is_empty() {
-        context_similar_contributions(model, &context, &filter, &mut scratch);
-        pool.add_signal(blend.context_similar, Reason::Similar, &scratch);
+        context_similar_contributions(model, &context, &filter, scratch);
+        pool.add_signal(blend.context_similar, Reason::Similar, scratch);
     }
     if blend.context_next_order > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(&data.next_order, &context_anchors, &mut scratch);
-        pool.add_signal(blend.context_next_order, Reason::NextOrder, &scratch);
+        neighbour_contributions(&data.next_order, &context_anchors, scratch);
+        pool.add_signal(blend.context_next_order, Reason::NextOrder, scratch);
     }
     if let Some(customer) = view.customer {
         if blend.history_bought_together > 0.0 {
@@ -434,24 +457,25 @@ fn rank_into(
                 .take(MAX_HISTORY_ANCHORS)
                 .map(|&i| (ItemIdx(i), 1.0))
                 .collect();
-            neighbour_contributions(&data.bought_together, &anchors, &mut scratch);
+            neighbour_contributions(&data.bought_together, &anchors, scratch);
             pool.add_signal(
                 blend.history_bought_together,
                 Reason::BoughtTogether,
-                &scratch,
+                scratch,
             );
         }
         if blend.history_next_order > 0.0 {
             let anchors = history_anchors(model, customer);
-            neighbour_contributions(&data.next_order, &anchors, &mut scratch);
-            pool.add_signal(blend.history_next_order, Reason::NextOrder, &scratch);
+            neighbour_contributions(&data.next_order, &anchors, scratch);
+            pool.add_signal(blend.history_next_order, Reason::NextOrder, scratch);
         }
         if blend.repeat > 0.0 {
-            repeat_contributions(model, customer, &mut scratch);
-            pool.add_signal(blend.repeat, Reason::BuyAgain, &scratch);
+            repeat_contributions(model, customer, scratch);
+            pool.add_signal(blend.repeat, Reason::BuyAgain, scratch);
         }
         if blend.like_customers > 0.0 || blend.like_customers_repeat > 0.0 {
-            let (mut new, mut own) = (Vec::new(), Vec::new());
+            scratch.clear();
+            own.clear();
             for e in data.customers.neighbour_items(customer) {
                 let contribution = Contribution {
                     item: ItemIdx(e.item),
@@ -462,15 +486,15 @@ fn rank_into(
                 if e.bought {
                     own.push(contribution);
                 } else {
-                    new.push(contribution);
+                    scratch.push(contribution);
                 }
             }
-            pool.add_signal(blend.like_customers, Reason::LikeCustomers, &new);
-            pool.add_signal(blend.like_customers_repeat, Reason::LikeCustomers, &own);
+            pool.add_signal(blend.like_customers, Reason::LikeCustomers, scratch);
+            pool.add_signal(blend.like_customers_repeat, Reason::LikeCustomers, own);
         }
         if blend.history_similar > 0.0 {
-            history_similar_contributions(model, customer, view.bought, &filter, &mut scratch);
-            pool.add_signal(blend.history_similar, Reason::Similar, &scratch);
+            history_similar_contributions(model, customer, view.bought, &filter, scratch);
+            pool.add_signal(blend.history_similar, Reason::Similar, scratch);
         }
         if blend.buy_again > 0.0 {
             scratch.clear();
@@ -487,7 +511,7 @@ fn rank_into(
                     ..Default::default()
                 },
             }));
-            pool.add_signal(blend.buy_again, Reason::BuyAgain, &scratch);
+            pool.add_signal(blend.buy_again, Reason::BuyAgain, scratch);
         }
     }
     if blend.upsell > 0.0 {
@@ -508,7 +532,7 @@ fn rank_into(
                 });
             }
         }
-        pool.add_signal(blend.upsell, Reason::Upsell, &scratch);
+        pool.add_signal(blend.upsell, Reason::Upsell, scratch);
     }
     if blend.popular > 0.0 {
         popular_contributions(
@@ -516,9 +540,9 @@ fn rank_into(
             &context,
             &filter,
             POPULAR_CANDIDATES.min(4 * query.k).max(20),
-            &mut scratch,
+            scratch,
         );
-        pool.add_signal(blend.popular, Reason::Popular, &scratch);
+        pool.add_signal(blend.popular, Reason::Popular, scratch);
     }
     let items = select(
         model,

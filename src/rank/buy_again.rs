@@ -50,31 +50,29 @@ pub fn best_due_items(
     horizon_days: f32,
     limit: usize,
 ) -> Vec<DueItem> {
-    let mut due: Vec<DueItem> = model
-        .data
-        .customers
-        .due_candidates(customer)
-        .map(|(h, c)| {
-            let due_at = due_at(h.last_purchase, c.interval_days);
-            let days_to_due = days_to(due_at, as_of);
-            let timing = if days_to_due > 0.0 {
-                (-0.5 * (days_to_due / c.spread_days).powi(2)).exp()
-            } else {
-                // Long overdue: the customer may have moved on.
-                (days_to_due / (3.0 * c.interval_days)).exp()
-            };
-            DueItem {
-                item: ItemIdx(h.item),
-                score: c.strength * (0.25 + 0.75 * timing),
-                due_at,
-                interval_days: c.interval_days,
-                confidence: c.confidence,
-                purchases: h.purchases,
-                last_purchase: h.last_purchase,
-                due_within_horizon: days_to_due <= horizon_days,
-            }
-        })
-        .collect();
+    let customers = &model.data.customers;
+    // Sized up front: the row can hold thousands of items, and growing by doubling would copy.
+    let mut due: Vec<DueItem> = Vec::with_capacity(customers.due_row(customer).len());
+    due.extend(customers.due_candidates(customer).map(|(h, c)| {
+        let due_at = due_at(h.last_purchase, c.interval_days);
+        let days_to_due = days_to(due_at, as_of);
+        let timing = if days_to_due > 0.0 {
+            (-0.5 * (days_to_due / c.spread_days).powi(2)).exp()
+        } else {
+            // Long overdue: the customer may have moved on.
+            (days_to_due / (3.0 * c.interval_days)).exp()
+        };
+        DueItem {
+            item: ItemIdx(h.item),
+            score: c.strength * (0.25 + 0.75 * timing),
+            due_at,
+            interval_days: c.interval_days,
+            confidence: c.confidence,
+            purchases: h.purchases,
+            last_purchase: h.last_purchase,
+            due_within_horizon: days_to_due <= horizon_days,
+        }
+    }));
     crate::lists::keep_best_unordered(&mut due, limit, best_first);
     due
 }
