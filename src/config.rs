@@ -51,9 +51,10 @@ pub struct BuildConfig {
     /// Seed of the random projection: the same orders and seed give the same vectors.
     pub embedding_seed: u64,
     /// Items whose bought-together or next-order list is shorter than this get it extended with
-    /// their embedding neighbours' lists (entries with support 0); 0 (the default) turns this
-    /// off: at 10 it fills contexts of few-order items but moves nothing else beyond noise
-    /// (README "Quality").
+    /// their embedding neighbours' lists (entries with support 0, ranked below observed ones);
+    /// 0 turns this off. The default, 10, answers for items whose own lists are empty or
+    /// nearly so, and moves nothing else beyond noise (README "Quality"; `cobuy eval`'s
+    /// "cobuy without embeddings" row is the same ranking without it).
     pub backfill_min_list: usize,
     /// Catalogues with at least this many indexed items are searched through an HNSW graph;
     /// smaller ones by an exact scan. Measured on completejourney vectors (`cargo bench --bench
@@ -87,7 +88,7 @@ impl Default for BuildConfig {
             embedding_row_entries: 200,
             embedding_power_iterations: 3,
             embedding_seed: 2023,
-            backfill_min_list: 0,
+            backfill_min_list: 10,
             hnsw_min_items: 50_000,
             blend: SurfaceBlends::default(),
         }

@@ -315,7 +315,8 @@ mod tests {
         #[test]
         fn bought_together_scores_keep_their_invariants(baskets in baskets_strategy(), min_support in 1u32..3) {
             let log = log_from(&baskets, 12);
-            let cfg = BuildConfig { min_support, top_n: 1000, ..BuildConfig::default() };
+            // Observed co-occurrence only: backfilled entries (support 0) are tested apart.
+            let cfg = BuildConfig { min_support, top_n: 1000, backfill_min_list: 0, ..BuildConfig::default() };
             let data = model_from_log(&log, &[], &cfg, &mut StageClock::default(), &Progress::hidden());
             let lists = &data.bought_together;
             for i in 0..12u32 {
@@ -345,6 +346,7 @@ mod tests {
         let cfg = BuildConfig {
             top_n: 2,
             min_support: 1,
+            backfill_min_list: 0,
             ..BuildConfig::default()
         };
         let data = model_from_log(
@@ -383,5 +385,64 @@ mod tests {
             .next()
             .expect("neighbour");
         assert_eq!(top.item, ItemIdx(1));
+    }
+
+    #[test]
+    fn a_default_build_backfills_an_item_without_co_purchases_below_observed_entries() {
+        // Items 0..4 are bought together again and again; item 5 once each with 0, 1 and 2,
+        // so no pair of it reaches the support of 2 and its own list is empty.
+        let mut baskets: Vec<Vec<u32>> = Vec::new();
+        for _ in 0..6 {
+            baskets.extend([
+                vec![0, 1, 2],
+                vec![1, 2, 3],
+                vec![0, 2, 3],
+                vec![0, 1, 3, 4],
+            ]);
+        }
+        baskets.extend([vec![5, 0], vec![5, 1], vec![5, 2]]);
+        let log = log_from(&baskets, 6);
+        let build = |cfg: &BuildConfig| {
+            model_from_log(
+                &log,
+                &[],
+                cfg,
+                &mut StageClock::default(),
+                &Progress::hidden(),
+            )
+        };
+        // A catalogue of six items has room for a few dimensions only.
+        let default = BuildConfig {
+            embedding_dim: 4,
+            ..BuildConfig::default()
+        };
+        let without = build(&BuildConfig {
+            backfill_min_list: 0,
+            ..default.clone()
+        });
+        assert_eq!(without.bought_together.len_of(ItemIdx(5)), 0);
+        let data = build(&default);
+        assert!(
+            data.embeddings.of(ItemIdx(5)).is_some(),
+            "item 5 has a vector"
+        );
+        let filled: Vec<_> = data.bought_together.of(ItemIdx(5)).collect();
+        assert!(
+            !filled.is_empty(),
+            "the default build backfills the empty list"
+        );
+        assert!(
+            filled
+                .iter()
+                .all(|n| n.support == 0 && n.item != ItemIdx(5))
+        );
+        // Observed entries stay first, in their order; inferred ones only follow them.
+        let observed: Vec<_> = without.bought_together.of(ItemIdx(2)).collect();
+        let kept: Vec<_> = data
+            .bought_together
+            .of(ItemIdx(2))
+            .take(observed.len())
+            .collect();
+        assert_eq!(kept, observed);
     }
 }

@@ -185,14 +185,15 @@ pub struct EvalReport {
 /// The method names, as reported.
 pub const COBUY: &str = "cobuy";
 pub const COBUY_UNTUNED: &str = "cobuy (configured weights)";
-/// cobuy with the embedding signals on (built-in weights 0), on the fold's model with thin lists
-/// backfilled from embedding neighbours: plus the customer-vector explore signal tuned from 0.1
+/// cobuy with the embedding signals that are off by default on, on the fold's model with thin
+/// lists backfilled from embedding neighbours: the customer-vector explore signal tuned from 0.1
 /// on validation users (basket protocols), or the context-centroid neighbours at weight 0.1
 /// (bought together).
 pub const COBUY_WITH_EMBEDDINGS: &str = "cobuy + embedding signals";
-/// Bought together only: cobuy on the model whose thin lists are backfilled from embedding
-/// neighbours, without the context-centroid neighbours, so each of the two is measured alone.
-pub const COBUY_WITH_BACKFILL: &str = "cobuy + backfilled lists";
+/// cobuy (with the same weights, on the basket protocols) on the fold's model without
+/// backfilled lists: the ranking without embeddings, against which the backfill the build does
+/// by default is measured.
+pub const COBUY_WITHOUT_EMBEDDINGS: &str = "cobuy without embeddings";
 /// cobuy's list with every previously bought item excluded (`PurchasedPolicy::ExcludeAll`): the
 /// explore shelf of the surface, where only new items compete (basket protocols).
 pub const COBUY_EXPLORE: &str = "cobuy explore shelf";
@@ -203,7 +204,8 @@ pub const COBUY_EXPLORE_WITH_EMBEDDINGS: &str = "cobuy explore shelf + customer 
 const HISTORY_SIMILAR_START: f32 = 0.1;
 /// Context-centroid neighbours' weight (against 1 for co-occurrence) in the embedding variant.
 const CONTEXT_SIMILAR_WEIGHT: f32 = 0.1;
-/// Lists shorter than this are backfilled in the embedding variant.
+/// Lists shorter than this are backfilled in the embedding variant when the build configuration
+/// turns the backfill off.
 const BACKFILL_MIN_LIST: usize = 10;
 pub const G_TOP_FREQ: &str = "G-TopFreq";
 pub const P_TOP_FREQ: &str = "P-TopFreq";
@@ -358,7 +360,8 @@ fn basket_protocol(
             &kept,
             false,
         );
-        let model = fold_model(fold, &train_log, catalog, build);
+        let (base, backfilled) = fold_models(fold, &train_log, catalog, build, cfg.ablation);
+        let model = served_model(&base, backfilled.as_ref(), build);
         let cases = |ids: &[usize]| -> Vec<Case<'_>> {
             ids.iter()
                 .map(|&u| Case::new(log, &users[u], known(u), target_of(u)))
@@ -389,7 +392,7 @@ fn basket_protocol(
             cfg.tifu,
         );
         let include = PurchasedPolicy::Include;
-        let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(&model, surface, include, blend, c);
+        let cobuy = |blend: &Blend, c: &Case<'_>| cobuy_list(model, surface, include, blend, c);
         let tuned = |model: &Model,
                      purchased: PurchasedPolicy,
                      start: Blend,
@@ -411,25 +414,25 @@ fn basket_protocol(
             );
             blend
         };
-        let blend = tuned(&model, include, configured, tuned_names, "built-in signals");
+        let blend = tuned(model, include, configured, tuned_names, "built-in signals");
         let p = cfg.tifu;
         let mut add = |name: &'static str, scores: FoldScores| {
             folds.entry(name).or_default().push(scores);
         };
         add(
             G_TOP_FREQ,
-            score_cases(&test, |_| baselines::g_top_freq(&global, MAX_K), &model),
+            score_cases(&test, |_| baselines::g_top_freq(&global, MAX_K), model),
         );
         add(
             P_TOP_FREQ,
-            score_cases(&test, |c| baselines::p_top_freq(&c.history, MAX_K), &model),
+            score_cases(&test, |c| baselines::p_top_freq(&c.history, MAX_K), model),
         );
         add(
             GP_TOP_FREQ,
             score_cases(
                 &test,
                 |c| baselines::gp_top_freq(&c.history, &global, MAX_K),
-                &model,
+                model,
             ),
         );
         add(
@@ -437,16 +440,16 @@ fn basket_protocol(
             score_cases(
                 &test,
                 |c| tifu.recommend(&baselines::tifu_vector(&c.history, &p), MAX_K),
-                &model,
+                model,
             ),
         );
         if cfg.tune {
             add(
                 COBUY_UNTUNED,
-                score_cases(&test, |c| cobuy(&configured, c), &model),
+                score_cases(&test, |c| cobuy(&configured, c), model),
             );
         }
-        let scores = score_cases(&test, |c| cobuy(&blend, c), &model);
+        let scores = score_cases(&test, |c| cobuy(&blend, c), model);
         tracing::info!(
             fold,
             recall_10 = scores.metrics["recall@10"],
@@ -461,20 +464,24 @@ fn basket_protocol(
             };
             let mut names = tuned_names.to_vec();
             names.push("history_similar");
-            let backfilled = backfilled_model(&model);
-            let with_embeddings = tuned(
-                &backfilled,
-                include,
-                start,
-                &names,
-                "with embedding signals",
+            // The same weights on the model without backfilled lists: cobuy without embeddings.
+            add(
+                COBUY_WITHOUT_EMBEDDINGS,
+                score_cases(
+                    &test,
+                    |c| cobuy_list(&base, surface, include, &blend, c),
+                    &base,
+                ),
             );
+            let backfilled = backfilled.as_ref().unwrap_or(model);
+            let with_embeddings =
+                tuned(backfilled, include, start, &names, "with embedding signals");
             add(
                 COBUY_WITH_EMBEDDINGS,
                 score_cases(
                     &test,
-                    |c| cobuy_list(&backfilled, surface, include, &with_embeddings, c),
-                    &model,
+                    |c| cobuy_list(backfilled, surface, include, &with_embeddings, c),
+                    model,
                 ),
             );
             // The explore shelf: the same surface with every bought item excluded, ranked by
@@ -485,8 +492,8 @@ fn basket_protocol(
                 COBUY_EXPLORE,
                 score_cases(
                     &test,
-                    |c| cobuy_list(&model, surface, explore, &blend, c),
-                    &model,
+                    |c| cobuy_list(model, surface, explore, &blend, c),
+                    model,
                 ),
             );
             let start = Blend {
@@ -494,7 +501,7 @@ fn basket_protocol(
                 ..blend
             };
             let with_vector = tuned(
-                &model,
+                model,
                 explore,
                 start,
                 &["history_similar"],
@@ -504,8 +511,8 @@ fn basket_protocol(
                 COBUY_EXPLORE_WITH_EMBEDDINGS,
                 score_cases(
                     &test,
-                    |c| cobuy_list(&model, surface, explore, &with_vector, c),
-                    &model,
+                    |c| cobuy_list(model, surface, explore, &with_vector, c),
+                    model,
                 ),
             );
         }
@@ -513,7 +520,7 @@ fn basket_protocol(
         result.test_cases_per_fold.push(test.len());
         result.validation_cases_per_fold.push(validation.len());
         if fold == 0 {
-            result.category_names = category_names(&model);
+            result.category_names = category_names(model);
         }
         bar.add(1);
     }
@@ -522,31 +529,58 @@ fn basket_protocol(
     result.into_public()
 }
 
-/// The model of one fold's training data. Similar items come from an exact scan: eval measures
-/// the ranking, not the approximation of the HNSW graph (whose recall `cobuy inspect
-/// --check-recall` measures), and building a graph per fold would cost more than the scans.
-fn fold_model(
+/// The models of one fold's training data: built without backfilled lists, and the same with
+/// thin lists backfilled from embedding neighbours when the build configuration or the ablation
+/// rows need it (the backfill is applied to the built model, which gives what a build with
+/// `backfill_min_list` set gives, without building the rest twice). Similar items come from an
+/// exact scan: eval measures the ranking, not the approximation of the HNSW graph (whose recall
+/// `cobuy inspect --check-recall` measures), and building a graph per fold would cost more than
+/// the scans.
+fn fold_models(
     fold: usize,
     train_log: &OrderLog,
     catalog: &[Option<CatalogEntry>],
     build: &BuildConfig,
-) -> Model {
+    ablation: bool,
+) -> (Model, Option<Model>) {
+    let without = BuildConfig {
+        backfill_min_list: 0,
+        ..build.clone()
+    };
     let data = model_from_log(
         train_log,
         catalog,
-        build,
+        &without,
         &mut StageClock::default(),
         &Progress::hidden(),
     );
     let index = SimilarIndex::exact_for(&data.embeddings);
-    Model::with_index(format!("eval-fold-{fold}"), data, index)
+    let base = Model::with_index(format!("eval-fold-{fold}"), data, index);
+    let min_list = match build.backfill_min_list {
+        0 => BACKFILL_MIN_LIST,
+        configured => configured,
+    };
+    let backfilled =
+        (build.backfill_min_list > 0 || ablation).then(|| backfilled_model(&base, min_list));
+    (base, backfilled)
 }
 
-/// The fold's model with thin lists backfilled from embedding neighbours (what a build with
-/// `backfill_min_list` set computes, without building the rest again).
-fn backfilled_model(model: &Model) -> Model {
+/// The model the configured build serves: the backfilled one when the configuration backfills.
+fn served_model<'m>(
+    base: &'m Model,
+    backfilled: Option<&'m Model>,
+    build: &BuildConfig,
+) -> &'m Model {
+    match backfilled {
+        Some(model) if build.backfill_min_list > 0 => model,
+        _ => base,
+    }
+}
+
+/// `model` with lists shorter than `min_list` backfilled from embedding neighbours.
+fn backfilled_model(model: &Model, min_list: usize) -> Model {
     let cfg = BuildConfig {
-        backfill_min_list: BACKFILL_MIN_LIST,
+        backfill_min_list: min_list,
         ..model.data.config.clone()
     };
     let (bought_together, next_order) = crate::build::backfill_thin_lists(
@@ -721,7 +755,8 @@ fn bought_together(
             &every_item,
             true,
         );
-        let model = fold_model(fold, &train_log, catalog, build);
+        let (base, backfilled) = fold_models(fold, &train_log, catalog, build, cfg.ablation);
+        let model = served_model(&base, backfilled.as_ref(), build);
         let ranges = dataset::order_line_ranges(&train_log);
         let train_baskets: Vec<Vec<u32>> = ranges
             .iter()
@@ -760,7 +795,7 @@ fn bought_together(
                     thin_hit += h;
                     thin_n += 1;
                 }
-                let entry = category.entry(top_category(&model, *held)).or_default();
+                let entry = category.entry(top_category(model, *held)).or_default();
                 entry.1 += 1;
                 entry.0 += h as u64;
             }
@@ -808,19 +843,19 @@ fn bought_together(
                 })
                 .collect()
         };
-        score(COBUY, ranked(&model, 0.0));
+        score(COBUY, ranked(model, 0.0));
         if cfg.ablation {
-            let with_embeddings = backfilled_model(&model);
-            score(COBUY_WITH_BACKFILL, ranked(&with_embeddings, 0.0));
+            score(COBUY_WITHOUT_EMBEDDINGS, ranked(&base, 0.0));
+            let backfilled = backfilled.as_ref().unwrap_or(model);
             score(
                 COBUY_WITH_EMBEDDINGS,
-                ranked(&with_embeddings, CONTEXT_SIMILAR_WEIGHT),
+                ranked(backfilled, CONTEXT_SIMILAR_WEIGHT),
             );
         }
         result.test_cases_per_fold.push(cases.len());
         result.validation_cases_per_fold.push(0);
         if fold == 0 {
-            result.category_names = category_names(&model);
+            result.category_names = category_names(model);
         }
         bar.add(1);
     }
@@ -877,7 +912,7 @@ const COBUY_ROWS: [&str; 6] = [
     COBUY_EXPLORE,
     COBUY_EXPLORE_WITH_EMBEDDINGS,
     COBUY_UNTUNED,
-    COBUY_WITH_BACKFILL,
+    COBUY_WITHOUT_EMBEDDINGS,
     COBUY_WITH_EMBEDDINGS,
     COBUY,
 ];

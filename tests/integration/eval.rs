@@ -58,7 +58,7 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
         let expected: &[&str] = if p["protocol"] == "bought_together" {
             &[
                 "co-occurrence count",
-                "cobuy + backfilled lists",
+                "cobuy without embeddings",
                 "cobuy + embedding signals",
                 "cobuy",
             ]
@@ -71,6 +71,7 @@ fn eval_reports_every_protocol_and_method_as_json_html_and_tuned_weights() {
                 "cobuy explore shelf",
                 "cobuy explore shelf + customer vector",
                 "cobuy (configured weights)",
+                "cobuy without embeddings",
                 "cobuy + embedding signals",
                 "cobuy",
             ]
