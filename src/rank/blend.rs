@@ -239,9 +239,9 @@ struct Buffers {
     slots: Vec<u32>,
     candidates: Vec<Candidate>,
     /// One signal's contributions at a time.
-    signal: Vec<Contribution>,
-    /// A second signal read in the same pass (look-alike customers' items the customer owns).
-    second: Vec<Contribution>,
+    scratch: Vec<Contribution>,
+    /// A second signal read in the same pass: look-alike customers' items the customer owns.
+    own: Vec<Contribution>,
 }
 
 thread_local! {
@@ -393,21 +393,21 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
         let Buffers {
             slots,
             candidates,
-            signal,
-            second,
+            scratch,
+            own,
         } = buffers;
         if slots.len() < model.n_items() {
             slots.resize(model.n_items(), u32::MAX);
         }
-        signal.clear();
-        second.clear();
+        scratch.clear();
+        own.clear();
         rank_into(
             model,
             query,
             blend,
             Pool { slots, candidates },
-            signal,
-            second,
+            scratch,
+            own,
         )
     })
 }
