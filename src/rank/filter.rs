@@ -117,27 +117,36 @@ impl<'m> ItemFilter<'m> {
         if self.spec.available_only && !items.available[i] {
             return false;
         }
-        let price = f64::from(items.price[i]);
-        if self
-            .spec
-            .min_price
-            .is_some_and(|lo| price.is_nan() || price < lo)
-        {
-            return false;
+        // Each item table is read only when a filter asks about it: a request without filters
+        // checks dozens of items, and each read of a table is a likely cache miss.
+        if self.spec.min_price.is_some() || self.spec.max_price.is_some() {
+            let price = f64::from(items.price[i]);
+            if self
+                .spec
+                .min_price
+                .is_some_and(|lo| price.is_nan() || price < lo)
+            {
+                return false;
+            }
+            if self
+                .spec
+                .max_price
+                .is_some_and(|hi| price.is_nan() || price > hi)
+            {
+                return false;
+            }
         }
-        if self
-            .spec
-            .max_price
-            .is_some_and(|hi| price.is_nan() || price > hi)
-        {
-            return false;
+        if !self.include_brands.is_empty() || !self.exclude_brands.is_empty() {
+            let brand = items.brand[i];
+            if !self.include_brands.is_empty() && !self.include_brands.contains(&brand) {
+                return false;
+            }
+            if brand != NONE && self.exclude_brands.contains(&brand) {
+                return false;
+            }
         }
-        let brand = items.brand[i];
-        if !self.include_brands.is_empty() && !self.include_brands.contains(&brand) {
-            return false;
-        }
-        if brand != NONE && self.exclude_brands.contains(&brand) {
-            return false;
+        if self.include_categories.is_empty() && self.exclude_categories.is_empty() {
+            return true;
         }
         let category = items.category[i];
         let in_any = |set: &[u32]| category != NONE && set.binary_search(&category).is_ok();
