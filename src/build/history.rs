@@ -343,10 +343,12 @@ fn heaviest_lists(customers: &CustomerTable) -> (Vec<u32>, Vec<u32>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{median_iqr, next_order_repeats};
+    use super::{HEAVIEST_HISTORY_ITEMS, heaviest_lists, median_iqr, next_order_repeats};
     use crate::build::baskets::Baskets;
+    use crate::ids::CustomerIdx;
     use crate::ids::Interner;
     use crate::ingest::{GUEST, OrderHeader, OrderLine, OrderLog};
+    use crate::model::{CustomerTable, HistoryEntry};
 
     #[test]
     fn next_order_repeats_count_each_order_against_the_same_customers_next() {
@@ -390,5 +392,45 @@ mod tests {
         assert_eq!(iqr, 3.0);
         let (m, iqr) = median_iqr(&mut []);
         assert!(m.is_nan() && iqr.is_nan());
+    }
+
+    #[test]
+    fn heaviest_lists_keep_the_heaviest_entries_heaviest_first_ties_by_item() {
+        // Customer 0: 50 items, weight rising with the item, with items 7 and 3 tied at 100;
+        // customer 1: two items; customer 2: none.
+        let entry = |item: u32, weight: f32| HistoryEntry {
+            item,
+            purchases: 1,
+            weight,
+            last_purchase: 0,
+            interval_days: f32::NAN,
+        };
+        let mut table = CustomerTable {
+            history_offsets: vec![0],
+            ..Default::default()
+        };
+        let rows: [Vec<HistoryEntry>; 3] = [
+            (0..50)
+                .map(|i| entry(i, if i == 3 || i == 7 { 100.0 } else { i as f32 }))
+                .collect(),
+            vec![entry(4, 0.5), entry(9, 2.0)],
+            Vec::new(),
+        ];
+        for (c, row) in rows.iter().enumerate() {
+            table.ids.push(format!("c{c}"));
+            table.history.extend_from_slice(row);
+            table.history_offsets.push(table.history.len() as u32);
+        }
+        let (offsets, entries) = heaviest_lists(&table);
+        table.heaviest_offsets = offsets;
+        table.heaviest = entries;
+        let items =
+            |c: u32| -> Vec<u32> { table.heaviest(CustomerIdx(c)).map(|h| h.item).collect() };
+        let first = items(0);
+        assert_eq!(first.len(), HEAVIEST_HISTORY_ITEMS);
+        assert_eq!(first[..4], [3, 7, 49, 48]);
+        assert!(!first.contains(&0), "the lightest entries are left out");
+        assert_eq!(items(1), [9, 4]);
+        assert!(items(2).is_empty());
     }
 }
