@@ -137,6 +137,17 @@ fn cold_percentiles(model: &Model, n: usize) {
         }
         black_box(&evict);
     };
+    let row = |name: &str, h: &hdrhistogram::Histogram<u64>| {
+        let us = |ns: f64| ns / 1000.0;
+        println!(
+            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            name,
+            us(h.value_at_quantile(0.5) as f64),
+            us(h.value_at_quantile(0.99) as f64),
+            us(h.mean()),
+            us(h.max() as f64)
+        );
+    };
     let mut all = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
     let mut round = 0;
     for surface in Surface::ALL {
@@ -151,24 +162,9 @@ fn cold_percentiles(model: &Model, n: usize) {
             h.record(ns).expect("record");
             all.record(ns).expect("record");
         }
-        let us = |v: f64| v / 1000.0;
-        println!(
-            "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-            format!("{surface:?}"),
-            us(h.value_at_quantile(0.5) as f64),
-            us(h.value_at_quantile(0.99) as f64),
-            us(h.mean()),
-            us(h.max() as f64)
-        );
+        row(&format!("{surface:?}"), &h);
     }
-    println!(
-        "{:<24} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-        "all surfaces",
-        all.value_at_quantile(0.5) as f64 / 1000.0,
-        all.value_at_quantile(0.99) as f64 / 1000.0,
-        all.mean() / 1000.0,
-        all.max() as f64 / 1000.0
-    );
+    row("all surfaces", &all);
 }
 
 fn bench(c: &mut Criterion) {

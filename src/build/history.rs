@@ -330,10 +330,8 @@ fn heaviest_lists(customers: &CustomerTable) -> (Vec<u32>, Vec<u32>) {
         .map(|c| {
             let history = customers.history(CustomerIdx(c as u32));
             let mut entries: Vec<u32> = (0..history.len() as u32).collect();
-            let heaviest = |a: &u32, b: &u32| {
-                let (a, b) = (&history[*a as usize], &history[*b as usize]);
-                b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
-            };
+            let heaviest =
+                |a: &u32, b: &u32| history[*a as usize].heavier_first(&history[*b as usize]);
             crate::lists::keep_best(&mut entries, HEAVIEST_HISTORY_ITEMS, heaviest);
             entries
         })

@@ -264,6 +264,17 @@ pub struct HistoryEntry {
     pub interval_days: f32,
 }
 
+impl HistoryEntry {
+    /// The heavier entry (higher decayed frequency) first, then the lower item: the order of
+    /// [`CustomerTable::heaviest`] and of the customer vector's items.
+    pub fn heavier_first(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .weight
+            .total_cmp(&self.weight)
+            .then(self.item.cmp(&other.item))
+    }
+}
+
 /// Per-customer history summaries, CSR by customer index; entries sorted by item.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CustomerTable {

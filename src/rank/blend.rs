@@ -399,8 +399,6 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
         if slots.len() < model.n_items() {
             slots.resize(model.n_items(), u32::MAX);
         }
-        scratch.clear();
-        own.clear();
         rank_into(
             model,
             query,
@@ -587,10 +585,7 @@ fn history_similar_contributions(
         .iter()
         .filter(|h| embeddings.of(ItemIdx(h.item)).is_some())
         .collect();
-    let by_weight = |a: &&crate::model::HistoryEntry, b: &&crate::model::HistoryEntry| {
-        b.weight.total_cmp(&a.weight).then(a.item.cmp(&b.item))
-    };
-    crate::lists::keep_best(&mut heaviest, MAX_VECTOR_ITEMS, by_weight);
+    crate::lists::keep_best(&mut heaviest, MAX_VECTOR_ITEMS, |a, b| a.heavier_first(b));
     let mut query = vec![0.0f32; embeddings.dim];
     for h in &heaviest {
         if let Some(v) = embeddings.of(ItemIdx(h.item)) {
