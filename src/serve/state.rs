@@ -61,13 +61,17 @@ impl ModelState {
         self.live.load_full()
     }
 
-    /// Installs an already loaded model (tests, `--noop` targets).
+    /// Installs an already loaded model (tests, `--noop` targets). The replaced model is freed
+    /// off the request path (see [`release_in_background`]).
     pub fn install(&self, model: Model, built_at: String) {
-        self.live.store(Some(Arc::new(LiveModel {
+        let previous = self.live.swap(Some(Arc::new(LiveModel {
             model,
             built_at,
             loaded_at: chrono::Utc::now().timestamp(),
         })));
+        if let Some(previous) = previous {
+            release_in_background(previous);
+        }
     }
 
     /// Loads the version `CURRENT` names unless it is already live. Blocking work runs off the
@@ -159,10 +163,60 @@ impl ModelState {
     }
 }
 
-/// Loads run at the lowest normal priority (SCHED_BATCH, nice 19): a model load is a second of
-/// CPU that must not steal it from request workers sharing its core (a load at normal priority
-/// on the server's one pinned core raised p99 fourfold during a swap). It still progresses on
-/// a busy machine, at a small share. Failing to lower it (no permission) only costs that.
+/// How long the release thread waits for in-flight calls to let go of a replaced model before
+/// it leaves the freeing to the last of them.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Frees a replaced model on a low-priority thread once the calls still using it have finished.
+/// Whichever thread drops the last reference pays for the freeing (about 60 ms for a
+/// completejourney model, more with an HNSW graph's per-node vectors); without this that is a
+/// request worker or the runtime thread that ran the reload, and every call queued behind it
+/// waits (the slowest call of a swap under 1,000/s: 30-39 ms before, 7-12 ms after;
+/// `benches/RESULTS.md`, session 8).
+fn release_in_background(model: Arc<LiveModel>) {
+    let spawned = std::thread::Builder::new()
+        .name("cobuy-model-release".into())
+        .spawn(move || {
+            lower_own_priority();
+            let version = model.model.version.clone();
+            let waited = std::time::Instant::now();
+            let mut model = model;
+            loop {
+                match Arc::try_unwrap(model) {
+                    Ok(unique) => {
+                        let started = std::time::Instant::now();
+                        drop(unique);
+                        tracing::info!(
+                            version = %version,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "replaced model freed"
+                        );
+                        return;
+                    }
+                    Err(shared) if waited.elapsed() < RELEASE_WAIT => {
+                        model = shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => {
+                        tracing::warn!(version = %version, "replaced model still in use; the last call using it frees it");
+                        return;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // The model moved into the closure that failed to start and is dropped here.
+        tracing::warn!(error = %e, "could not start the model release thread; freed inline");
+    }
+}
+
+/// Model loads and releases run under SCHED_IDLE: a load is a second of CPU that must not steal
+/// it from request workers sharing its core. A load at normal priority on the server's one
+/// pinned core raised p99 fourfold during a swap. Under SCHED_BATCH at nice 19 a waking worker
+/// could still wait for the loader's time slice to end. An idle-policy thread is preempted by
+/// any waking normal thread and runs only on a core's spare time (or a tiny share of a saturated
+/// one), so it still finishes on a busy machine. Failing to lower it (no permission) only costs
+/// that.
 fn lower_own_priority() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
@@ -171,7 +225,7 @@ fn lower_own_priority() {
     if let Err(e) = set_thread_priority_and_policy(
         thread_native_id(),
         ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
     ) {
         tracing::warn!(error = ?e, "could not lower the model load thread's priority");
     }
