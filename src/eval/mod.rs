@@ -186,9 +186,9 @@ pub struct EvalReport {
 pub const COBUY: &str = "cobuy";
 pub const COBUY_UNTUNED: &str = "cobuy (configured weights)";
 /// cobuy with the embedding signals that are off by default on, on the fold's model with thin
-/// lists backfilled from embedding neighbours: the customer-vector explore signal tuned from 0.1
-/// on validation users (basket protocols), or the context-centroid neighbours at weight 0.1
-/// (bought together).
+/// lists backfilled from embedding neighbours: cobuy's tuned weights plus the customer-vector
+/// explore signal, its weight tuned from 0.1 on validation users (basket protocols), or the
+/// context-centroid neighbours at weight 0.1 (bought together).
 pub const COBUY_WITH_EMBEDDINGS: &str = "cobuy + embedding signals";
 /// cobuy (with the same weights, on the basket protocols) on the fold's model without
 /// backfilled lists: the ranking without embeddings, against which the backfill the build does
@@ -402,7 +402,7 @@ fn basket_protocol(
             if !cfg.tune {
                 return start;
             }
-            let (blend, score) = tune::coordinate_ascent(start, names, |b| {
+            let (blend, score) = tune::bagged_coordinate_ascent(start, names, |b| {
                 per_user_objective(&validation, |c| cobuy_list(model, surface, purchased, b, c))
             });
             tracing::info!(
@@ -458,12 +458,6 @@ fn basket_protocol(
         );
         add(COBUY, scores);
         if cfg.ablation {
-            let start = Blend {
-                history_similar: HISTORY_SIMILAR_START,
-                ..configured
-            };
-            let mut names = tuned_names.to_vec();
-            names.push("history_similar");
             // The same weights on the model without backfilled lists: cobuy without embeddings.
             add(
                 COBUY_WITHOUT_EMBEDDINGS,
@@ -473,9 +467,20 @@ fn basket_protocol(
                     &base,
                 ),
             );
+            // cobuy's tuned weights plus the customer-vector signal, its weight tuned on the
+            // validation users from a small start: what adding that signal gains.
             let backfilled = backfilled.as_ref().unwrap_or(model);
-            let with_embeddings =
-                tuned(backfilled, include, start, &names, "with embedding signals");
+            let start = Blend {
+                history_similar: HISTORY_SIMILAR_START,
+                ..blend
+            };
+            let with_embeddings = tuned(
+                backfilled,
+                include,
+                start,
+                &["history_similar"],
+                "with embedding signals",
+            );
             add(
                 COBUY_WITH_EMBEDDINGS,
                 score_cases(

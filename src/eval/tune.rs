@@ -14,6 +14,74 @@ const PASSES: usize = 2;
 /// over TIFU-KNN (README "Quality").
 const MIN_GAIN_IN_STANDARD_ERRORS: f64 = 1.0;
 
+/// Bootstrap resamples of the validation users the ascent is repeated on (see
+/// [`bagged_coordinate_ascent`]).
+const BOOTSTRAP_RESAMPLES: usize = 16;
+/// Seed of the resampling, fixed so a tuning run is repeatable.
+const BOOTSTRAP_SEED: u64 = 0x636f_6275_79;
+
+/// Bagged coordinate ascent (Breiman, "Bagging predictors", Machine Learning 1996): the ascent
+/// runs on [`BOOTSTRAP_RESAMPLES`] bootstrap resamples of the validation users and the tuned
+/// weights are the mean of the weights each run chose. The ranking score is linear in the
+/// weights, so the mean weights score each item by the mean of the runs' scores. One ascent on
+/// a hundred validation users picks whichever grid value their noise favours (a fold of
+/// completejourney took `like_customers_repeat` 4.0 and lost 0.010 NDCG on its test users);
+/// averaging over resamples keeps the direction the users agree on and shrinks the rest.
+/// `objective` is called once per distinct blend: its per-user scores are cached and resampled.
+pub fn bagged_coordinate_ascent(
+    start: Blend,
+    names: &[&str],
+    objective: impl Fn(&Blend) -> Vec<f64>,
+) -> (Blend, f64) {
+    use rand::{Rng, SeedableRng};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let cache: RefCell<rustc_hash::FxHashMap<[u32; 12], Rc<Vec<f64>>>> = RefCell::default();
+    let scores_of = |blend: &Blend| -> Rc<Vec<f64>> {
+        let key = weight_bits(blend);
+        if let Some(scores) = cache.borrow().get(&key) {
+            return Rc::clone(scores);
+        }
+        let scores = Rc::new(objective(blend));
+        cache.borrow_mut().insert(key, Rc::clone(&scores));
+        scores
+    };
+    let users = scores_of(&start).len();
+    if users == 0 {
+        return (start, 0.0);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
+    let mut sums = [0.0f64; 12];
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        let sample: Vec<usize> = (0..users).map(|_| rng.random_range(0..users)).collect();
+        let (chosen, _) = coordinate_ascent(start, names, |blend| {
+            let scores = scores_of(blend);
+            sample.iter().map(|&user| scores[user]).collect()
+        });
+        let mut chosen = chosen;
+        for (sum, (_, weight)) in sums.iter_mut().zip(chosen.weights_mut()) {
+            *sum += f64::from(*weight);
+        }
+    }
+    let mut bagged = start;
+    for (sum, (_, weight)) in sums.iter().zip(bagged.weights_mut()) {
+        *weight = (sum / BOOTSTRAP_RESAMPLES as f64) as f32;
+    }
+    let score = mean(&scores_of(&bagged));
+    (bagged, score)
+}
+
+/// A blend's weights as bits, a cache key for its scores.
+fn weight_bits(blend: &Blend) -> [u32; 12] {
+    let mut copy = *blend;
+    let mut bits = [0u32; 12];
+    for (b, (_, weight)) in bits.iter_mut().zip(copy.weights_mut()) {
+        *b = weight.to_bits();
+    }
+    bits
+}
+
 /// Improves `start` one named weight at a time: for each weight, every grid value is scored and
 /// the best one kept if its gain over the current weights is significant (see
 /// [`MIN_GAIN_IN_STANDARD_ERRORS`]). `objective` returns one score per validation user (higher
@@ -118,5 +186,51 @@ mod tests {
         let consistent = |b: &Blend| -> Vec<f64> { vec![b.popular as f64; 3] };
         let (best, _) = coordinate_ascent(start, &["popular"], consistent);
         assert_eq!(best.popular, 4.0);
+    }
+
+    #[test]
+    fn bagging_agrees_with_one_ascent_when_every_user_agrees_and_scores_each_blend_once() {
+        let start = Blend::for_surface(Surface::Home);
+        let calls = std::cell::Cell::new(0usize);
+        let objective = |b: &Blend| -> Vec<f64> {
+            calls.set(calls.get() + 1);
+            let s = -((b.repeat - 2.0).powi(2) + (b.popular - 0.1).powi(2)) as f64;
+            (0..40).map(|u| s + 0.001 * f64::from(u)).collect()
+        };
+        let (plain, _) = coordinate_ascent(start, &["repeat", "popular"], objective);
+        let plain_calls = calls.replace(0);
+        let (bagged, _) = bagged_coordinate_ascent(start, &["repeat", "popular"], objective);
+        assert_eq!(bagged, plain);
+        // Every resample walks the same blends; each is scored once (plus the mean blend).
+        assert!(
+            calls.get() <= plain_calls + 1,
+            "{} calls against {plain_calls}",
+            calls.get()
+        );
+    }
+
+    #[test]
+    fn bagging_shrinks_a_weight_that_only_a_few_users_want() {
+        let start = Blend::for_surface(Surface::Home);
+        // Raising `popular` helps 10 of 100 users a lot and costs the other 90 a little. One
+        // ascent on all of them takes the largest value (mean gain past one standard error);
+        // resamples with fewer of the ten do not, so the mean weight lands in between.
+        let objective = |b: &Blend| -> Vec<f64> {
+            let p = f64::from(b.popular);
+            (0..100)
+                .map(|u| if u % 10 == 0 { 10.0 * p } else { -0.5 * p })
+                .collect()
+        };
+        let (plain, _) = coordinate_ascent(start, &["popular"], objective);
+        assert_eq!(plain.popular, 4.0);
+        let (bagged, score) = bagged_coordinate_ascent(start, &["popular"], objective);
+        assert!(
+            bagged.popular > start.popular && bagged.popular < 4.0,
+            "bagged popular {}",
+            bagged.popular
+        );
+        let expected = f64::from(bagged.popular) * (10.0 * 10.0 - 90.0 * 0.5) / 100.0;
+        assert!((score - expected).abs() < 1e-6);
+        assert_eq!(bagged.repeat, start.repeat);
     }
 }
