@@ -191,7 +191,16 @@ pub struct CooccurrenceCount {
     baskets: Vec<Vec<u32>>,
     postings: Vec<Vec<u32>>,
     global: Vec<u32>,
+    /// Each item's counts with every item, for items whose baskets hold at least
+    /// [`MEMO_MIN_LINES`] lines (see [`CooccurrenceCount::memoize`]).
+    memo: FxHashMap<u32, Vec<(u32, u32)>>,
 }
+
+/// Items whose baskets hold at least this many lines get their counts summed once by
+/// [`CooccurrenceCount::memoize`]: a popular item (milk, bananas) is in tens of thousands of
+/// baskets, and walking them again for each of the thousands of cases it appears in was half of
+/// the bought-together protocol's time on completejourney.
+const MEMO_MIN_LINES: usize = 2_000;
 
 impl CooccurrenceCount {
     pub fn new(baskets: Vec<Vec<u32>>, n_items: usize) -> Self {
@@ -206,6 +215,67 @@ impl CooccurrenceCount {
             baskets,
             postings,
             global,
+            memo: FxHashMap::default(),
+        }
+    }
+
+    /// Sums, once and in parallel, the counts of the `items` (the contexts' items) that are in
+    /// many baskets, so that [`CooccurrenceCount::recommend`] adds one list per such item
+    /// instead of walking its baskets. Answers are unchanged.
+    pub fn memoize(&mut self, items: impl IntoIterator<Item = u32>) {
+        self.memoize_above(items, MEMO_MIN_LINES);
+    }
+
+    fn memoize_above(&mut self, items: impl IntoIterator<Item = u32>, min_lines: usize) {
+        use rayon::prelude::*;
+        let mut heavy: Vec<u32> = items
+            .into_iter()
+            .filter(|&c| self.lines_of(c) >= min_lines && !self.memo.contains_key(&c))
+            .collect();
+        heavy.sort_unstable();
+        heavy.dedup();
+        let n_items = self.postings.len();
+        let this = &*self;
+        let lists: Vec<(u32, Vec<(u32, u32)>)> = heavy
+            .par_iter()
+            .map_init(
+                || vec![0u32; n_items],
+                |count, &c| {
+                    let mut touched = Vec::new();
+                    this.add_walk(c, count, &mut touched);
+                    let list = touched
+                        .iter()
+                        .map(|&i| (i, std::mem::take(&mut count[i as usize])))
+                        .collect();
+                    (c, list)
+                },
+            )
+            .collect();
+        self.memo.extend(lists);
+    }
+
+    /// Lines in the baskets holding `item`: the work of walking them.
+    fn lines_of(&self, item: u32) -> usize {
+        self.postings.get(item as usize).map_or(0, |p| {
+            p.iter().map(|&b| self.baskets[b as usize].len()).sum()
+        })
+    }
+
+    /// Adds `item`'s co-occurrence counts into `count` by walking its baskets, recording each
+    /// item whose count leaves zero in `touched`.
+    fn add_walk(&self, item: u32, count: &mut [u32], touched: &mut Vec<u32>) {
+        for &b in self
+            .postings
+            .get(item as usize)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            for &i in &self.baskets[b as usize] {
+                let n = &mut count[i as usize];
+                if *n == 0 {
+                    touched.push(i);
+                }
+                *n += 1;
+            }
         }
     }
 
@@ -220,14 +290,17 @@ impl CooccurrenceCount {
             count.resize(self.postings.len(), 0);
             let mut touched: Vec<u32> = Vec::new();
             for &c in context {
-                for &b in self.postings.get(c as usize).map_or(&[][..], Vec::as_slice) {
-                    for &i in &self.baskets[b as usize] {
-                        let n = &mut count[i as usize];
-                        if *n == 0 {
-                            touched.push(i);
+                match self.memo.get(&c) {
+                    Some(list) => {
+                        for &(i, m) in list {
+                            let n = &mut count[i as usize];
+                            if *n == 0 {
+                                touched.push(i);
+                            }
+                            *n += m;
                         }
-                        *n += 1;
                     }
+                    None => self.add_walk(c, count, &mut touched),
                 }
             }
             let mut ranked: Vec<(u32, u32)> = touched
@@ -310,5 +383,43 @@ mod tests {
         assert_eq!(cc.recommend(&[1], 3), [2, 3, 4]);
         // Context {1, 3}: 2 → 2 + 1 = 3, 4 → 1 + 1 = 2.
         assert_eq!(cc.recommend(&[1, 3], 2), [2, 4]);
+    }
+
+    #[test]
+    fn memoized_counts_answer_exactly_as_walking_the_baskets() {
+        // 300 baskets of 1-8 items out of 40, drawn by a fixed linear congruential sequence.
+        let mut state = 7u64;
+        let mut next = |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % m) as u32
+        };
+        let baskets: Vec<Vec<u32>> = (0..300)
+            .map(|_| {
+                let mut b: Vec<u32> = (0..=next(8)).map(|_| next(40)).collect();
+                b.sort_unstable();
+                b.dedup();
+                b
+            })
+            .collect();
+        let contexts: Vec<Vec<u32>> = (0..200)
+            .map(|_| (0..=next(4)).map(|_| next(42)).collect())
+            .collect();
+        let walked = CooccurrenceCount::new(baskets.clone(), 40);
+        let mut memoized = CooccurrenceCount::new(baskets, 40);
+        memoized.memoize_above(contexts.iter().flatten().copied(), 0);
+        assert!(
+            memoized.memo.len() >= 30,
+            "{} items memoized",
+            memoized.memo.len()
+        );
+        for context in &contexts {
+            assert_eq!(
+                memoized.recommend(context, 10),
+                walked.recommend(context, 10),
+                "{context:?}"
+            );
+        }
     }
 }

@@ -767,13 +767,18 @@ fn bought_together(
             .iter()
             .map(|r| train_log.lines[r.clone()].iter().map(|l| l.item).collect())
             .collect();
-        let counts = CooccurrenceCount::new(train_baskets, log.items.len());
+        let mut counts = CooccurrenceCount::new(train_baskets, log.items.len());
         let cases = dataset::bought_together_cases(
             &users,
             &split.test,
             cfg.bt_max_cases,
             MAX_CONTEXT_ITEMS,
             seed,
+        );
+        counts.memoize(
+            cases
+                .iter()
+                .flat_map(|(context, _)| context.iter().copied()),
         );
         let few = |item: u32| model.data.items.order_count[item as usize] <= cfg.few_orders;
         let mut score = |name: &'static str, lists: Vec<Vec<u32>>| {

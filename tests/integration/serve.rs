@@ -677,3 +677,34 @@ async fn noop_target_answers_empty() {
     assert!(response.items.is_empty() && response.model_version.is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_replaced_model_is_freed_once_the_last_call_using_it_ends() {
+    use cobuy::serve::state::ModelState;
+    let root = tempfile::tempdir().expect("tempdir");
+    let first = publish_fixture_model(root.path());
+    let state = Arc::new(ModelState::new(root.path().to_path_buf()));
+    state.reload().await.expect("first load");
+    // A call in flight holds the first model across the swap.
+    let in_flight = state.current().expect("live model");
+    assert_eq!(in_flight.model.version, first);
+    let freed = Arc::downgrade(&in_flight);
+    let second = publish_fixture_model(root.path());
+    assert_ne!(first, second);
+    let outcome = state.reload().await.expect("second load");
+    assert!(outcome.changed);
+    assert_eq!(state.current().expect("live").model.version, second);
+    // The call and the release thread hold the old model; nothing else does.
+    assert_eq!(Arc::strong_count(&in_flight), 2);
+    drop(in_flight);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while freed.strong_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced model was not freed after its last call ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The live model is untouched.
+    assert_eq!(state.current().expect("live").model.version, second);
+}
