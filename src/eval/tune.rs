@@ -18,7 +18,7 @@ const MIN_GAIN_IN_STANDARD_ERRORS: f64 = 1.0;
 /// [`bagged_coordinate_ascent`]).
 const BOOTSTRAP_RESAMPLES: usize = 16;
 /// Seed of the resampling, fixed so a tuning run is repeatable.
-const BOOTSTRAP_SEED: u64 = 0x636f_6275_79;
+const BOOTSTRAP_SEED: u64 = 0x0063_6f62_7579;
 
 /// Bagged coordinate ascent (Breiman, "Bagging predictors", Machine Learning 1996): the ascent
 /// runs on [`BOOTSTRAP_RESAMPLES`] bootstrap resamples of the validation users and the tuned
