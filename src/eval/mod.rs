@@ -307,26 +307,15 @@ fn basket_protocol(
         _ => Surface::FollowUpEmail,
     };
     let configured = build.blend.get(surface);
-    let tuned_names: &[&str] = match protocol {
-        Protocol::NextBasket => &[
-            "like_customers",
-            "like_customers_repeat",
-            "repeat",
-            "buy_again",
-            "history_next_order",
-            "history_bought_together",
-            "popular",
-        ],
-        _ => &[
-            "like_customers",
-            "like_customers_repeat",
-            "repeat",
-            "buy_again",
-            "history_next_order",
-            "history_bought_together",
-            "popular",
-        ],
-    };
+    let tuned_names: &[&str] = &[
+        "like_customers",
+        "like_customers_repeat",
+        "repeat",
+        "buy_again",
+        "history_next_order",
+        "history_bought_together",
+        "popular",
+    ];
     let bar = progress.stage(protocol.title(), cfg.folds as u64);
     let mut result = empty_result(protocol, users.len(), Some(surface.config_name()));
     let mut folds: BTreeMap<&str, Vec<FoldScores>> = BTreeMap::new();

@@ -55,11 +55,10 @@ pub fn bagged_coordinate_ascent(
     let mut sums = [0.0f64; 12];
     for _ in 0..BOOTSTRAP_RESAMPLES {
         let sample: Vec<usize> = (0..users).map(|_| rng.random_range(0..users)).collect();
-        let (chosen, _) = coordinate_ascent(start, names, |blend| {
+        let (mut chosen, _) = coordinate_ascent(start, names, |blend| {
             let scores = scores_of(blend);
             sample.iter().map(|&user| scores[user]).collect()
         });
-        let mut chosen = chosen;
         for (sum, (_, weight)) in sums.iter_mut().zip(chosen.weights_mut()) {
             *sum += f64::from(*weight);
         }
