@@ -270,11 +270,7 @@ impl CooccurrenceCount {
             .map_or(&[][..], Vec::as_slice)
         {
             for &i in &self.baskets[b as usize] {
-                let n = &mut count[i as usize];
-                if *n == 0 {
-                    touched.push(i);
-                }
-                *n += 1;
+                tally(count, touched, i, 1);
             }
         }
     }
@@ -292,12 +288,8 @@ impl CooccurrenceCount {
             for &c in context {
                 match self.memo.get(&c) {
                     Some(list) => {
-                        for &(i, m) in list {
-                            let n = &mut count[i as usize];
-                            if *n == 0 {
-                                touched.push(i);
-                            }
-                            *n += m;
+                        for &(i, n) in list {
+                            tally(count, &mut touched, i, n);
                         }
                     }
                     None => self.add_walk(c, count, &mut touched),
@@ -321,6 +313,15 @@ impl CooccurrenceCount {
             list
         })
     }
+}
+
+/// Adds `n` to `item`'s count, recording the item in `touched` when its count leaves zero.
+fn tally(count: &mut [u32], touched: &mut Vec<u32>, item: u32, n: u32) {
+    let c = &mut count[item as usize];
+    if *c == 0 {
+        touched.push(item);
+    }
+    *c += n;
 }
 
 #[cfg(test)]

@@ -204,9 +204,6 @@ pub const COBUY_EXPLORE_WITH_EMBEDDINGS: &str = "cobuy explore shelf + customer 
 const HISTORY_SIMILAR_START: f32 = 0.1;
 /// Context-centroid neighbours' weight (against 1 for co-occurrence) in the embedding variant.
 const CONTEXT_SIMILAR_WEIGHT: f32 = 0.1;
-/// Lists shorter than this are backfilled in the embedding variant when the build configuration
-/// turns the backfill off.
-const BACKFILL_MIN_LIST: usize = 10;
 pub const G_TOP_FREQ: &str = "G-TopFreq";
 pub const P_TOP_FREQ: &str = "P-TopFreq";
 pub const GP_TOP_FREQ: &str = "GP-TopFreq";
@@ -551,7 +548,8 @@ fn fold_models(
     let index = SimilarIndex::exact_for(&data.embeddings);
     let base = Model::with_index(format!("eval-fold-{fold}"), data, index);
     let min_list = match build.backfill_min_list {
-        0 => BACKFILL_MIN_LIST,
+        // The ablation rows still need a backfilled model: the build's default threshold.
+        0 => BuildConfig::default().backfill_min_list,
         configured => configured,
     };
     let backfilled =

@@ -55,12 +55,12 @@ pub fn bagged_coordinate_ascent(
     let mut sums = [0.0f64; 12];
     for _ in 0..BOOTSTRAP_RESAMPLES {
         let sample: Vec<usize> = (0..users).map(|_| rng.random_range(0..users)).collect();
-        let (mut chosen, _) = coordinate_ascent(start, names, |blend| {
+        let (chosen, _) = coordinate_ascent(start, names, |blend| {
             let scores = scores_of(blend);
             sample.iter().map(|&user| scores[user]).collect()
         });
-        for (sum, (_, weight)) in sums.iter_mut().zip(chosen.weights_mut()) {
-            *sum += f64::from(*weight);
+        for (sum, (_, weight)) in sums.iter_mut().zip(chosen.weights()) {
+            *sum += f64::from(weight);
         }
     }
     let mut bagged = start;
@@ -73,12 +73,7 @@ pub fn bagged_coordinate_ascent(
 
 /// A blend's weights as bits, a cache key for its scores.
 fn weight_bits(blend: &Blend) -> [u32; 12] {
-    let mut copy = *blend;
-    let mut bits = [0u32; 12];
-    for (b, (_, weight)) in bits.iter_mut().zip(copy.weights_mut()) {
-        *b = weight.to_bits();
-    }
-    bits
+    blend.weights().map(|(_, weight)| weight.to_bits())
 }
 
 /// Improves `start` one named weight at a time: for each weight, every grid value is scored and

@@ -100,10 +100,15 @@ impl Blend {
         ]
     }
 
-    fn check(&self, surface: &str) -> Result<(), String> {
+    /// The weights by name, by value.
+    pub fn weights(&self) -> [(&'static str, f32); 12] {
         let mut copy = *self;
-        for (name, w) in copy.weights_mut() {
-            if !w.is_finite() || *w < 0.0 {
+        copy.weights_mut().map(|(name, w)| (name, *w))
+    }
+
+    fn check(&self, surface: &str) -> Result<(), String> {
+        for (name, w) in self.weights() {
+            if !w.is_finite() || w < 0.0 {
                 return Err(format!(
                     "model.blend.{surface}.{name} must be a finite weight >= 0"
                 ));

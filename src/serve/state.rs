@@ -171,16 +171,15 @@ const RELEASE_WAIT: Duration = Duration::from_secs(10);
 /// Whichever thread drops the last reference pays for the freeing (about 60 ms for a
 /// completejourney model, more with an HNSW graph's per-node vectors); without this that is a
 /// request worker or the runtime thread that ran the reload, and every call queued behind it
-/// waits (the slowest call of a swap under 1,000/s: 30-39 ms before, 7-12 ms after;
+/// waits (the slowest call of a swap under 1,000/s: 30-39 ms before, 6.5-12 ms after;
 /// `benches/RESULTS.md`, session 8).
-fn release_in_background(model: Arc<LiveModel>) {
+fn release_in_background(mut model: Arc<LiveModel>) {
     let spawned = std::thread::Builder::new()
         .name("cobuy-model-release".into())
         .spawn(move || {
             lower_own_priority();
             let version = model.model.version.clone();
             let waited = std::time::Instant::now();
-            let mut model = model;
             loop {
                 match Arc::try_unwrap(model) {
                     Ok(unique) => {
@@ -212,9 +211,8 @@ fn release_in_background(model: Arc<LiveModel>) {
 
 /// Model loads and releases run under SCHED_IDLE: a load is a second of CPU that must not steal
 /// it from request workers sharing its core. A load at normal priority on the server's one
-/// pinned core raised p99 fourfold during a swap. Under SCHED_BATCH at nice 19 a waking worker
-/// could still wait for the loader's time slice to end. An idle-policy thread is preempted by
-/// any waking normal thread and runs only on a core's spare time (or a tiny share of a saturated
+/// pinned core raised p99 fourfold during a swap. An idle-policy thread is preempted by any
+/// waking normal thread and runs only on a core's spare time (or a tiny share of a saturated
 /// one), so it still finishes on a busy machine. Failing to lower it (no permission) only costs
 /// that.
 fn lower_own_priority() {
@@ -227,6 +225,6 @@ fn lower_own_priority() {
         ThreadPriority::Min,
         ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
     ) {
-        tracing::warn!(error = ?e, "could not lower the model load thread's priority");
+        tracing::warn!(error = ?e, "could not lower a model load or release thread's priority");
     }
 }
