@@ -117,6 +117,7 @@ pub fn backfill_thin_lists(
     similar_items: &NeighbourLists,
     bought_together: &NeighbourLists,
     next_order: &NeighbourLists,
+    order_count: &[u32],
     cfg: &BuildConfig,
 ) -> (NeighbourLists, NeighbourLists) {
     let thin: Vec<u32> = (0..embeddings.source.len() as u32)
@@ -144,8 +145,8 @@ pub fn backfill_thin_lists(
         .chain(unlisted.into_iter().zip(searched))
         .collect();
     (
-        cooccur::backfill(bought_together, &thin, cfg.top_n),
-        cooccur::backfill(next_order, &thin, cfg.top_n),
+        cooccur::backfill(bought_together, &thin, order_count, cfg.alpha, cfg.top_n),
+        cooccur::backfill(next_order, &thin, order_count, cfg.alpha, cfg.top_n),
     )
 }
 
@@ -243,6 +244,7 @@ pub fn model_from_log(
                 &similar_items,
                 &bought_together,
                 &next_order,
+                &items.items.order_count,
                 cfg,
             )
         })

@@ -580,6 +580,7 @@ fn backfilled_model(model: &Model, min_list: usize) -> Model {
         &model.data.similar_items,
         &model.data.bought_together,
         &model.data.next_order,
+        &model.data.items.order_count,
         &cfg,
     );
     let data = ModelData {
