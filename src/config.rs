@@ -53,8 +53,10 @@ pub struct BuildConfig {
     /// Items whose bought-together or next-order list is shorter than this get it extended with
     /// their embedding neighbours' lists (entries with support 0, ranked below observed ones);
     /// 0 turns this off. The default, 10, answers for items whose own lists are empty or
-    /// nearly so, and moves nothing else beyond noise (README "Quality"; `cobuy eval`'s
-    /// "cobuy without embeddings" row is the same ranking without it).
+    /// nearly so: on completejourney it raises bought-together Hit@10 on contexts of
+    /// few-order items by 0.0063 (+2.0 paired std) and moves the basket protocols by no more
+    /// than 0.0001 (README "Quality"; `cobuy eval`'s "cobuy without embeddings" row is the
+    /// same ranking without it).
     pub backfill_min_list: usize,
     /// Catalogues with at least this many indexed items are searched through an HNSW graph;
     /// smaller ones by an exact scan. Measured on completejourney vectors (`cargo bench --bench
