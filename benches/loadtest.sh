@@ -69,7 +69,7 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
   next=$(cat "$STAGE/CURRENT")
   mv "$STAGE/$next" "$MODELS/"
   echo "## model swap under 1000/s (version $next published 10 s into a 30 s run)"
-  (sleep 10; taskset -c 1 nice -n 19 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
+  (sleep 10; taskset -c 1 chrt --idle 0 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
   load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30
   wait
   echo "## steady 1000/s right after"
