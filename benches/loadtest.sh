@@ -17,6 +17,15 @@ rm -rf "$MODELS"
 "$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
   --mapping examples/datasets/completejourney.toml --out "$MODELS" > "$OUT/build.txt" 2>&1
 
+# The next version for the swap step, built now: a two-core build in the minute before a swap
+# run raised its p99 to 2.4-3.7x steady (RESULTS.md, session 9); builds belong on a batch host.
+STAGE=$OUT/staging
+rm -rf "$STAGE"
+"$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
+  --mapping examples/datasets/completejourney.toml --out "$STAGE" > "$OUT/rebuild.txt" 2>&1
+next=$(cat "$STAGE/CURRENT")
+mv "$STAGE/$next" "$MODELS/"
+
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -60,14 +69,8 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
     echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
     load --addr 127.0.0.1:"${target##*:}" --server-pid "${PID[${target%%:*}]}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.12 --p99-target-ms 2 --max-steps 24
   done
-  # A batch host builds the next version; it is copied in beforehand and made live 10 s into
-  # a 30 s run, as `cobuy publish` does after an rsync.
-  STAGE=$OUT/staging
-  rm -rf "$STAGE"
-  "$B" build --orders "$DATA/transactions.parquet" --catalog "$DATA/products.parquet" \
-    --mapping examples/datasets/completejourney.toml --out "$STAGE" > "$OUT/rebuild.txt" 2>&1
-  next=$(cat "$STAGE/CURRENT")
-  mv "$STAGE/$next" "$MODELS/"
+  # The next version, built before the servers started (as on a batch host), is made live 10 s
+  # into a 30 s run, as `cobuy publish` does after an rsync.
   echo "## model swap under 1000/s (version $next published 10 s into a 30 s run)"
   (sleep 10; taskset -c 1 chrt --idle 0 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
   load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30
