@@ -161,10 +161,11 @@ type Entry = (u32, f32, u32);
 /// Scale of an inferred entry's score against observed ones: inferred entries fill a thin list
 /// and sit below almost every entry observed for the pair, so in a multi-item context they
 /// rarely displace another item's real complements. Measured on completejourney bought
-/// together (README "Quality"), with the confidence vote below: 0.005 gained more Hit@10 on
-/// contexts of few-order items than 0.02 (+0.0054 against +0.0046 over no backfill) and 0.001
-/// no more there but less overall; 0.08 lowered Hit@10 by 0.003. (At 0.5 with a max over
-/// neighbours, inferred entries displaced real complements.)
+/// together (README "Quality"), with the confidence vote below and a variant that also gave
+/// never-ordered items a vector: 0.005 gained more Hit@10 on contexts of few-order items than
+/// 0.02 (+0.0054 against +0.0046 over no backfill), 0.001 no more there but less overall, and
+/// 0.08 lowered Hit@10 by 0.003. As built (no such vectors), 0.005 gains +0.0063. (At 0.5 with
+/// a max over neighbours, inferred entries displaced real complements.)
 const BACKFILL_DAMPING: f32 = 0.005;
 
 /// Extends the lists of thin items (few entries of their own) with their embedding
