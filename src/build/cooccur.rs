@@ -180,19 +180,14 @@ const BACKFILL_DAMPING: f32 = 0.005;
 /// doubled the backfill's gain there, README "Quality"). Items on several neighbours' lists
 /// come first. Inferred entries have support 0 (nothing was observed for the pair) and never
 /// repeat an own entry or name `i` itself; the list stays sorted and at most `top_n` long.
-/// `thin` pairs each thin item with its neighbours.
+/// `thin` pairs each thin item with its neighbours; `scale` is [`confidence_scale`].
 pub fn backfill(
     lists: &NeighbourLists,
     thin: &[(u32, Vec<(u32, f32)>)],
-    order_count: &[u32],
-    alpha: f32,
+    scale: &[f32],
     top_n: usize,
 ) -> NeighbourLists {
     let n_items = lists.offsets.len().saturating_sub(1);
-    // `C^(1 − α)` per item, computed once: the vote's inner loop only multiplies.
-    let scale: Vec<f32> = (0..n_items)
-        .map(|i| (order_count.get(i).copied().unwrap_or(0).max(1) as f32).powf(1.0 - alpha))
-        .collect();
     let mut extra: Vec<Vec<Entry>> = vec![Vec::new(); n_items];
     let inferred: Vec<(u32, Vec<Entry>)> = thin
         .par_iter()
@@ -235,6 +230,16 @@ pub fn backfill(
     NeighbourLists::from_lists(merged)
 }
 
+/// `C^(1 − α)` per item (order count `C`, at least 1): a list entry's asymmetric cosine times
+/// `scale[x] / scale[j]` is the confidence `P(x | j)` [`backfill`] votes with. Computed once per
+/// build for both lists.
+pub fn confidence_scale(order_count: &[u32], alpha: f32) -> Vec<f32> {
+    order_count
+        .iter()
+        .map(|&c| (c.max(1) as f32).powf(1.0 - alpha))
+        .collect()
+}
+
 /// Keeps the `n` best by score only (ties: lower index), sorted best first.
 fn top_n_by_score(scored: &mut Vec<(u32, f32, u32)>, n: usize) {
     let order = |a: &(u32, f32, u32), b: &(u32, f32, u32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -262,7 +267,7 @@ mod tests {
             vec![],
         ]);
         let thin = vec![(0, vec![(2, 1.0), (3, 0.5), (6, -0.2)])];
-        let filled = backfill(&lists, &thin, &[], 0.5, 4);
+        let filled = backfill(&lists, &thin, &confidence_scale(&[1; 8], 0.5), 4);
         let row: Vec<(u32, u32)> = filled
             .of(ItemIdx(0))
             .map(|n| (n.item.0, n.support))
@@ -300,13 +305,23 @@ mod tests {
             vec![],
         ]);
         let counts = [3, 100, 4, 400];
-        let filled = backfill(&lists, &[(0, vec![(1, 1.0)])], &counts, 0.5, 5);
+        let filled = backfill(
+            &lists,
+            &[(0, vec![(1, 1.0)])],
+            &confidence_scale(&counts, 0.5),
+            5,
+        );
         let row: Vec<(u32, f32)> = filled.of(ItemIdx(0)).map(|n| (n.item.0, n.score)).collect();
         assert_eq!(row.iter().map(|e| e.0).collect::<Vec<_>>(), [3, 2]);
         assert!((row[0].1 - BACKFILL_DAMPING * 0.4).abs() < 1e-6, "{row:?}");
         assert!((row[1].1 - BACKFILL_DAMPING * 0.06).abs() < 1e-6, "{row:?}");
         // With α = 1 the lists already hold confidences: the scores are kept as they are.
-        let kept = backfill(&lists, &[(0, vec![(1, 1.0)])], &counts, 1.0, 5);
+        let kept = backfill(
+            &lists,
+            &[(0, vec![(1, 1.0)])],
+            &confidence_scale(&counts, 1.0),
+            5,
+        );
         let row: Vec<u32> = kept.of(ItemIdx(0)).map(|n| n.item.0).collect();
         assert_eq!(row, [2, 3]);
     }

@@ -112,6 +112,7 @@ const BACKFILL_NEIGHBOURS: usize = 30;
 /// `cfg.backfill_min_list` entries in either list backed by its embedding neighbours' lists
 /// ([`cooccur::backfill`]). An item's neighbours come from its similar-items list when that
 /// holds enough of them (the same exact search, already done), from a search otherwise.
+/// `order_count` holds the order counts the lists were scored with.
 pub fn backfill_thin_lists(
     embeddings: &Embeddings,
     similar_items: &NeighbourLists,
@@ -144,9 +145,10 @@ pub fn backfill_thin_lists(
         })
         .chain(unlisted.into_iter().zip(searched))
         .collect();
+    let scale = cooccur::confidence_scale(order_count, cfg.alpha);
     (
-        cooccur::backfill(bought_together, &thin, order_count, cfg.alpha, cfg.top_n),
-        cooccur::backfill(next_order, &thin, order_count, cfg.alpha, cfg.top_n),
+        cooccur::backfill(bought_together, &thin, &scale, cfg.top_n),
+        cooccur::backfill(next_order, &thin, &scale, cfg.top_n),
     )
 }
 
