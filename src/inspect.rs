@@ -88,7 +88,11 @@ pub fn summary(model: &Model, manifest: &Manifest) -> String {
         .collect();
     let _ = writeln!(out, "most popular: {}", top.join("; "));
     for f in &manifest.files {
-        let _ = writeln!(out, "file {} {} bytes sha256 {}", f.name, f.bytes, f.sha256);
+        let _ = writeln!(
+            out,
+            "file {} {} bytes xxh3-128 {}",
+            f.name, f.bytes, f.xxh3_128
+        );
     }
     out
 }

@@ -3,9 +3,11 @@
 //! Tables are struct-of-arrays or CSR (offsets + flat values) indexed by [`ItemIdx`] and
 //! [`CustomerIdx`], so a request touches a few contiguous slices and never allocates to look up.
 
+mod pod;
 pub mod similar;
 pub mod store;
 
+use bytemuck::{Pod, Zeroable};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -26,15 +28,19 @@ pub struct ItemTable {
     /// Empty when neither the catalog nor the order lines name the item.
     pub titles: Vec<String>,
     /// Leaf category index, or [`NONE`].
+    #[serde(with = "pod")]
     pub category: Vec<u32>,
     /// Brand index into [`ModelData::brands`], or [`NONE`].
+    #[serde(with = "pod")]
     pub brand: Vec<u32>,
     /// Unit price: the catalog's, else the median paid in orders; NaN when unknown.
+    #[serde(with = "pod")]
     pub price: Vec<f32>,
     pub available: Vec<bool>,
     /// Bought again by enough of its buyers to remind them (or flagged so in the catalog).
     pub replenishable: Vec<bool>,
     /// Orders containing the item.
+    #[serde(with = "pod")]
     pub order_count: Vec<u32>,
 }
 
@@ -53,6 +59,7 @@ impl ItemTable {
 pub struct CategoryTable {
     pub paths: Vec<String>,
     /// Parent category, or [`NONE`] for a top-level one.
+    #[serde(with = "pod")]
     pub parent: Vec<u32>,
 }
 
@@ -79,15 +86,18 @@ pub struct Neighbour {
 /// Top-N neighbour lists of every item, best first, in CSR form.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NeighbourLists {
+    #[serde(with = "pod")]
     pub offsets: Vec<u32>,
     /// Every list's entries, back to back. One array of structs rather than three arrays: a
     /// request reads the item, score and support of each entry together, starting at a random
     /// list, so one array costs one cache miss per list start where three cost three.
+    #[serde(with = "pod")]
     pub entries: Vec<NeighbourEntry>,
 }
 
 /// One stored list entry (see [`Neighbour`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Pod, Zeroable)]
+#[repr(C)]
 pub struct NeighbourEntry {
     pub item: u32,
     pub score: f32,
@@ -126,7 +136,8 @@ impl NeighbourLists {
 }
 
 /// How often an item's buyers buy it again, and after how long.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Pod, Zeroable)]
+#[repr(C)]
 pub struct RepurchaseStats {
     pub buyers: u32,
     /// Buyers with purchases on at least two different days.
@@ -176,6 +187,7 @@ pub enum VectorSource {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Embeddings {
     pub dim: usize,
+    #[serde(with = "pod")]
     pub vectors: Vec<f32>,
     pub source: Vec<VectorSource>,
 }
@@ -229,11 +241,15 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Popularity {
     /// Time-decayed order count (half-life `recent_half_life_days`), by item.
+    #[serde(with = "pod")]
     pub recent: Vec<f32>,
     /// Most popular items overall, best first (recent-weighted).
+    #[serde(with = "pod")]
     pub top: Vec<u32>,
     /// Most popular items per category (including descendants), CSR by category index.
+    #[serde(with = "pod")]
     pub top_by_category_offsets: Vec<u32>,
+    #[serde(with = "pod")]
     pub top_by_category: Vec<u32>,
 }
 
@@ -251,15 +267,16 @@ impl Popularity {
 }
 
 /// What the model remembers of one customer's purchases of one item.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Pod, Zeroable)]
+#[repr(C)]
 pub struct HistoryEntry {
+    /// Time of the last purchase, seconds. (First: the widest field, so no padding.)
+    pub last_purchase: i64,
     pub item: u32,
     /// Orders (purchase days) containing the item.
     pub purchases: u32,
     /// Time-decayed purchase frequency (half-life `history_half_life_days`) at the model's end time.
     pub weight: f32,
-    /// Time of the last purchase, seconds.
-    pub last_purchase: i64,
     /// This customer's median days between purchases of the item; NaN with one purchase.
     pub interval_days: f32,
 }
@@ -279,32 +296,47 @@ impl HistoryEntry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CustomerTable {
     pub ids: Vec<String>,
+    #[serde(with = "pod")]
     pub orders: Vec<u32>,
     /// Time-decayed order count, with the half-life and end time of [`HistoryEntry::weight`]:
     /// `weight / order_weight` is the decayed share of the customer's orders holding the item.
+    #[serde(with = "pod")]
     pub order_weight: Vec<f32>,
+    #[serde(with = "pod")]
     pub first_order: Vec<i64>,
+    #[serde(with = "pod")]
     pub last_order: Vec<i64>,
+    #[serde(with = "pod")]
     pub history_offsets: Vec<u32>,
+    #[serde(with = "pod")]
     pub history: Vec<HistoryEntry>,
     /// Items of the customer's most recent order, CSR by customer index.
+    #[serde(with = "pod")]
     pub last_order_offsets: Vec<u32>,
+    #[serde(with = "pod")]
     pub last_order_items: Vec<u32>,
     /// Repeat candidates, most likely first, CSR by customer index (`build::history`).
+    #[serde(with = "pod")]
     pub repeat_offsets: Vec<u32>,
+    #[serde(with = "pod")]
     pub repeat: Vec<RepeatEntry>,
     /// The customer's [`HEAVIEST_HISTORY_ITEMS`] heaviest history entries (by decayed
     /// frequency, then item), as indices into their history, CSR by customer index: the
     /// history anchors of a request, precomputed because a heavy customer's history holds
     /// thousands of entries and the choice depends on nothing a request says.
+    #[serde(with = "pod")]
     pub heaviest_offsets: Vec<u32>,
+    #[serde(with = "pod")]
     pub heaviest: Vec<u32>,
     /// Re-purchasable history items with their interval and confidence, CSR by customer index
     /// (`build::history::due_candidates`).
+    #[serde(with = "pod")]
     pub due_offsets: Vec<u32>,
+    #[serde(with = "pod")]
     pub due: Vec<DueCandidate>,
     /// What the customer's nearest customers buy, best first, CSR by customer index
     /// (`build::neighbours`).
+    #[serde(with = "pod")]
     pub neighbour_offsets: Vec<u32>,
     pub neighbour_items: Vec<NeighbourItem>,
 }
@@ -323,7 +355,8 @@ pub struct NeighbourItem {
 }
 
 /// A re-purchasable item of a customer, everything but the request's time worked out.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Pod, Zeroable)]
+#[repr(C)]
 pub struct DueCandidate {
     /// Index into the customer's history.
     pub entry: u32,
@@ -336,7 +369,8 @@ pub struct DueCandidate {
 
 /// One repeat candidate of a customer: an index into their history and the chance their next
 /// order holds that item again.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Pod, Zeroable)]
+#[repr(C)]
 pub struct RepeatEntry {
     pub entry: u32,
     pub probability: f32,
@@ -424,6 +458,7 @@ pub struct ModelData {
     pub brands: Vec<String>,
     pub bought_together: NeighbourLists,
     pub next_order: NeighbourLists,
+    #[serde(with = "pod")]
     pub repurchase: Vec<RepurchaseStats>,
     /// Next-order repeat rate over all items (repeats / exposures): the prior of
     /// [`RepurchaseStats::next_order_repeat_rate`].

@@ -294,6 +294,50 @@ fn publish_is_atomic_and_prune_keeps_current() {
     assert_eq!(root.join(&version), second);
     let model = store::load_current(root).expect("load");
     assert_eq!(model.data.items.ids, data.items.ids);
+    // The arrays stored as byte blocks come back bit for bit (NaN intervals included).
+    let (got, want) = (&model.data, &data);
+    let bits = |a: &[u8], b: &[u8], table: &str| assert_eq!(a, b, "{table} differs after a load");
+    use bytemuck::cast_slice as b;
+    bits(
+        b(&got.bought_together.entries),
+        b(&want.bought_together.entries),
+        "bought together",
+    );
+    bits(
+        b(&got.next_order.offsets),
+        b(&want.next_order.offsets),
+        "next-order offsets",
+    );
+    bits(b(&got.repurchase), b(&want.repurchase), "repurchase");
+    bits(
+        b(&got.customers.history),
+        b(&want.customers.history),
+        "history",
+    );
+    bits(b(&got.customers.due), b(&want.customers.due), "due");
+    bits(
+        b(&got.customers.repeat),
+        b(&want.customers.repeat),
+        "repeat",
+    );
+    bits(
+        b(&got.customers.last_order),
+        b(&want.customers.last_order),
+        "last order",
+    );
+    bits(
+        b(&got.embeddings.vectors),
+        b(&want.embeddings.vectors),
+        "vectors",
+    );
+    bits(b(&got.items.price), b(&want.items.price), "prices");
+    assert!(
+        want.customers
+            .history
+            .iter()
+            .any(|h| h.interval_days.is_nan()),
+        "the fixture should hold a single-purchase history entry"
+    );
     assert!(!std::fs::read_dir(root).expect("ls").any(|e| {
         e.expect("entry")
             .file_name()
