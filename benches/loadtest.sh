@@ -73,9 +73,9 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
   # into a 30 s run, as `cobuy publish` does after an rsync.
   echo "## model swap under 1000/s (version $next published 10 s into a 30 s run)"
   (sleep 10; taskset -c 1 chrt --idle 0 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
-  load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30
+  load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30 --timeline
   wait
   echo "## steady 1000/s right after"
-  load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30
+  load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30 --timeline
   grep -h "model swapped in" "$OUT/server-cobuy.log" | tail -2
 } 2>&1 | tee "$OUT/results.txt"

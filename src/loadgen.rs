@@ -164,6 +164,69 @@ pub struct LoadReport {
     /// call, in µs: a capacity measure a host stall barely moves (one core serves about
     /// 1e6 / this many calls per second).
     pub server_cpu_us_per_call: Option<f64>,
+    /// Each second of the step, by scheduled send time: where in a run the tail lands (a model
+    /// swap, a host stall).
+    pub timeline: Vec<SecondSummary>,
+}
+
+/// One second of a step's calls, grouped by their scheduled send time.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct SecondSummary {
+    /// Seconds since the step's first scheduled call.
+    pub second: u32,
+    pub ok: u64,
+    pub errors: u64,
+    /// Of the second's answered calls (nearest rank); 0 without any.
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Latencies (µs) of the answered calls and the error count of each second of a step.
+#[derive(Debug, Default)]
+struct Seconds {
+    ok_micros: Vec<Vec<u32>>,
+    errors: Vec<u64>,
+}
+
+impl Seconds {
+    fn at(&mut self, second: usize) -> usize {
+        if self.ok_micros.len() <= second {
+            self.ok_micros.resize_with(second + 1, Vec::new);
+            self.errors.resize(second + 1, 0);
+        }
+        second
+    }
+
+    fn ok(&mut self, second: usize, micros: u64) {
+        let s = self.at(second);
+        self.ok_micros[s].push(u32::try_from(micros).unwrap_or(u32::MAX));
+    }
+
+    fn error(&mut self, second: usize) {
+        let s = self.at(second);
+        self.errors[s] += 1;
+    }
+
+    fn summarize(self) -> Vec<SecondSummary> {
+        self.ok_micros
+            .into_iter()
+            .zip(self.errors)
+            .enumerate()
+            .map(|(second, (mut micros, errors))| {
+                micros.sort_unstable();
+                let ms = |v: u32| f64::from(v) / 1000.0;
+                // Nearest rank: the smallest value with at least 99% of the calls at or below it.
+                let rank = (micros.len() * 99).div_ceil(100);
+                SecondSummary {
+                    second: second as u32,
+                    ok: micros.len() as u64,
+                    errors,
+                    p99_ms: rank.checked_sub(1).map_or(0.0, |i| ms(micros[i])),
+                    max_ms: micros.last().map_or(0.0, |&v| ms(v)),
+                }
+            })
+            .collect()
+    }
 }
 
 impl LoadReport {
@@ -299,24 +362,29 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
     let mut ok_hist =
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("static bounds");
     let mut err_hist = ok_hist.clone();
+    let mut seconds = Seconds::default();
     let mut finished = 0u64;
     let mut pacer_done = false;
     let record =
         |report: &mut LoadReport,
          ok: &mut hdrhistogram::Histogram<u64>,
          err: &mut hdrhistogram::Histogram<u64>,
+         seconds: &mut Seconds,
          (at, code, end): (Instant, Option<(tonic::Code, String)>, Instant)| {
             let micros = end.saturating_duration_since(at).as_micros().max(1) as u64;
+            let second = at.saturating_duration_since(start).as_secs() as usize;
             match code {
                 None => {
                     report.ok += 1;
                     let _ = ok.record(micros);
+                    seconds.ok(second, micros);
                 }
                 Some((code, message)) => {
                     let name = format!("{code:?}");
                     report.error_samples.entry(name.clone()).or_insert(message);
                     *report.errors.entry(name).or_insert(0) += 1;
                     let _ = err.record(micros);
+                    seconds.error(second);
                 }
             }
         };
@@ -346,7 +414,7 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
             },
             Some(result) = done_rx.recv() => {
                 finished += 1;
-                record(&mut report, &mut ok_hist, &mut err_hist, result);
+                record(&mut report, &mut ok_hist, &mut err_hist, &mut seconds, result);
             }
         }
     }
@@ -370,6 +438,7 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
         ok_hist.max() as f64 / 1000.0
     };
     report.error_p99_ms = ms(&err_hist, 0.99);
+    report.timeline = seconds.summarize();
     if let (Some(pid), Some(before)) = (spec.server_pid, cpu_before) {
         let spent = process_cpu_time(pid)?.saturating_sub(before);
         report.server_cpu_us_per_call = Some(spent.as_secs_f64() * 1e6 / finished.max(1) as f64);
@@ -429,6 +498,40 @@ pub fn meets_target(report: &LoadReport, p99_target_ms: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_second_reports_its_own_nearest_rank_p99_max_and_errors() {
+        let mut seconds = Seconds::default();
+        // Second 0: 1..=200 ms, so p99 is the 198th value; second 2: one call and an error;
+        // second 1: nothing.
+        for ms in 1..=200u64 {
+            seconds.ok(0, ms * 1000);
+        }
+        seconds.ok(2, 7_500);
+        seconds.error(2);
+        let timeline = seconds.summarize();
+        assert_eq!(timeline.len(), 3);
+        assert_eq!(
+            (timeline[0].ok, timeline[0].p99_ms, timeline[0].max_ms),
+            (200, 198.0, 200.0)
+        );
+        assert_eq!(
+            timeline[1],
+            SecondSummary {
+                second: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            (
+                timeline[2].ok,
+                timeline[2].errors,
+                timeline[2].p99_ms,
+                timeline[2].max_ms
+            ),
+            (1, 1, 7.5, 7.5)
+        );
+    }
 
     #[test]
     fn schedstat_gives_the_time_on_a_cpu_first() {

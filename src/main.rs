@@ -189,6 +189,10 @@ struct LoadgenArgs {
     /// The server's process id (same host, Linux): report its CPU time per answered call.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Also print each second's calls, p99 and slowest call (by scheduled send time); always
+    /// in `--json`.
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(Debug, Clone, clap::Args, serde::Deserialize, Default)]
@@ -500,6 +504,23 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     for r in &reports {
         for (code, message) in &r.error_samples {
             writeln!(out, "  at {:.0}/s, first {code}: {message}", r.target_rps)?;
+        }
+    }
+    if args.timeline {
+        for r in &reports {
+            writeln!(out, "per second at {:.0}/s:", r.target_rps)?;
+            writeln!(
+                out,
+                "{:>7} {:>8} {:>7} {:>8} {:>8}",
+                "second", "ok", "errors", "p99 ms", "max ms"
+            )?;
+            for s in &r.timeline {
+                writeln!(
+                    out,
+                    "{:>7} {:>8} {:>7} {:>8.3} {:>8.2}",
+                    s.second, s.ok, s.errors, s.p99_ms, s.max_ms
+                )?;
+            }
         }
     }
     if args.sweep {
