@@ -15,6 +15,12 @@ use cobuy::model::store;
 use cobuy::progress::Progress;
 use cobuy::serve::ServeConfig;
 
+/// jemalloc instead of the system allocator: a served call allocates and frees a few dozen small
+/// strings and vectors, and jemalloc's thread caches cost the server about 5% less CPU per
+/// call than glibc malloc (benches/RESULTS.md, session 10); builds take the same time.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cobuy",

@@ -17,6 +17,25 @@ pub struct Metrics {
     responses: IntCounterVec,
     model_info: IntGaugeVec,
     model_age: prometheus::Gauge,
+    /// Each RPC's latency histogram and OK counter, resolved once: the per-call path then
+    /// neither hashes label values nor formats the status code (errors still do, rarely).
+    methods: Arc<[MethodMetrics]>,
+}
+
+/// The RPC methods whose calls are timed (the `method` label).
+pub const METHODS: [&str; 5] = [
+    "Recommend",
+    "BoughtTogether",
+    "Upsell",
+    "SimilarItems",
+    "BuyAgain",
+];
+
+#[derive(Debug)]
+struct MethodMetrics {
+    method: &'static str,
+    latency: prometheus::Histogram,
+    ok: prometheus::IntCounter,
 }
 
 /// Latency buckets from 25 µs to 1 s.
@@ -62,20 +81,37 @@ impl Metrics {
                 .register(collector)
                 .expect("metric registered once");
         }
+        let methods = METHODS
+            .iter()
+            .map(|&method| MethodMetrics {
+                method,
+                latency: latency.with_label_values(&[method]),
+                ok: responses.with_label_values(&[method, "Ok"]),
+            })
+            .collect();
         Self {
             registry,
             latency,
             responses,
             model_info,
             model_age,
+            methods,
         }
     }
 
     pub fn observe(&self, method: &str, code: tonic::Code, seconds: f64) {
-        self.latency.with_label_values(&[method]).observe(seconds);
-        self.responses
-            .with_label_values(&[method, &format!("{code:?}")])
-            .inc();
+        let cached = self.methods.iter().find(|m| m.method == method);
+        match cached {
+            Some(m) => m.latency.observe(seconds),
+            None => self.latency.with_label_values(&[method]).observe(seconds),
+        }
+        match cached {
+            Some(m) if code == tonic::Code::Ok => m.ok.inc(),
+            _ => self
+                .responses
+                .with_label_values(&[method, &format!("{code:?}")])
+                .inc(),
+        }
     }
 
     /// Renders the text exposition, refreshing the model gauges first.
@@ -120,4 +156,37 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(metrics: &Metrics) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&metrics.registry.gather(), &mut out)
+            .expect("text encoding");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn calls_are_counted_per_method_and_code_through_cached_and_labelled_paths() {
+        let metrics = Metrics::new();
+        metrics.observe("Recommend", tonic::Code::Ok, 0.0002);
+        metrics.observe("Recommend", tonic::Code::Ok, 0.0003);
+        metrics.observe("Recommend", tonic::Code::InvalidArgument, 0.00001);
+        metrics.observe("BuyAgain", tonic::Code::ResourceExhausted, 0.00002);
+        let text = exposition(&metrics);
+        for line in [
+            r#"cobuy_responses_total{code="Ok",method="Recommend"} 2"#,
+            r#"cobuy_responses_total{code="InvalidArgument",method="Recommend"} 1"#,
+            r#"cobuy_responses_total{code="ResourceExhausted",method="BuyAgain"} 1"#,
+            r#"cobuy_request_duration_seconds_count{method="Recommend"} 3"#,
+            r#"cobuy_request_duration_seconds_bucket{method="Recommend",le="0.00025"} 2"#,
+            r#"cobuy_request_duration_seconds_count{method="BuyAgain"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
 }
