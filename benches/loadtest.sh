@@ -69,12 +69,19 @@ load() { taskset -c 1 "$B" loadgen --models "$MODELS" --threads 1 "$@"; }
     echo "## sweep ${target%%:*} (load $(cut -d' ' -f1 /proc/loadavg))"
     load --addr 127.0.0.1:"${target##*:}" --server-pid "${PID[${target%%:*}]}" --rps 2000 --duration-s 10 --sweep --sweep-factor 1.12 --p99-target-ms 2 --max-steps 24
   done
+  # Only the measured server stays on core 0 for the swap: the others watch the same model
+  # directory, and the ranking pool's server loading the new version beside cobuy's on the same
+  # core doubled the load work there (RESULTS.md, session 14). In production each instance
+  # has its own cores.
+  kill "${PID[pool]}" "${PID[noop]}" 2>/dev/null || true
+  while kill -0 "${PID[pool]}" 2>/dev/null || kill -0 "${PID[noop]}" 2>/dev/null; do sleep 0.2; done
   # The next version, built before the servers started (as on a batch host), is made live 10 s
   # into a 30 s run, as `cobuy publish` does after an rsync.
   echo "## model swap under 1000/s (version $next published 10 s into a 30 s run)"
   (sleep 10; taskset -c 1 chrt --idle 0 "$B" publish --models "$MODELS" "$next" > "$OUT/publish.txt" 2>&1) &
+  publisher=$!
   load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30 --timeline
-  wait
+  wait "$publisher"
   echo "## steady 1000/s right after"
   load --addr 127.0.0.1:50091 --server-pid "${PID[cobuy]}" --rps 1000 --duration-s 30 --timeline
   grep -h "model swapped in" "$OUT/server-cobuy.log" | tail -2

@@ -565,12 +565,17 @@ fn rank_into(
 const MAX_VECTOR_ITEMS: usize = 100;
 /// History items a similar candidate is attributed to (its source, for the explanation).
 const MAX_SIMILAR_SOURCES: usize = 20;
-/// Candidates the customer-vector search returns.
+/// Candidates the context-vector search returns.
 const SIMILAR_CANDIDATES: usize = 50;
+/// Candidates the customer-vector search returns, before they are weighed by popularity.
+const CUSTOMER_VECTOR_CANDIDATES: usize = 200;
 
 /// Explore candidates: the items nearest to the customer's vector (the time-decayed weighted
 /// mean of their history items' vectors) that they never bought and the filter allows, scored
-/// by cosine; each attributed to the heaviest history item it is most similar to.
+/// by cosine times `ln(1 + time-decayed orders)`: among items about as close to the customer's taste,
+/// the ones many others buy now are the likelier next purchase (cosine alone does not tell a
+/// staple from an item three customers bought; README "Quality", session 14). Each is
+/// attributed to the heaviest history item it is most similar to.
 fn history_similar_contributions(
     model: &Model,
     customer: CustomerIdx,
@@ -607,11 +612,12 @@ fn history_similar_contributions(
         |i: ItemIdx| bought.binary_search_by_key(&i.0, |h| h.item).is_err() && filter.allows(i);
     for s in model
         .similar
-        .search(embeddings, &query, SIMILAR_CANDIDATES, &never_bought)
+        .search(embeddings, &query, CUSTOMER_VECTOR_CANDIDATES, &never_bought)
     {
         let Some(candidate) = embeddings.of(s.item) else {
             continue;
         };
+        let recent = model.data.popularity.recent[s.item.ix()];
         let source = heaviest
             .iter()
             .take(MAX_SIMILAR_SOURCES)
@@ -622,7 +628,9 @@ fn history_similar_contributions(
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(item, _)| ItemIdx(item));
-        out.push(Contribution::similar(&s, source));
+        let mut contribution = Contribution::similar(&s, source);
+        contribution.raw *= (1.0 + recent).ln();
+        out.push(contribution);
     }
 }
 
