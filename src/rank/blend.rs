@@ -610,10 +610,12 @@ fn history_similar_contributions(
     }
     let never_bought =
         |i: ItemIdx| bought.binary_search_by_key(&i.0, |h| h.item).is_err() && filter.allows(i);
-    for s in model
-        .similar
-        .search(embeddings, &query, CUSTOMER_VECTOR_CANDIDATES, &never_bought)
-    {
+    for s in model.similar.search(
+        embeddings,
+        &query,
+        CUSTOMER_VECTOR_CANDIDATES,
+        &never_bought,
+    ) {
         let Some(candidate) = embeddings.of(s.item) else {
             continue;
         };
