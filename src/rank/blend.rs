@@ -1144,6 +1144,99 @@ mod tests {
         Model::new("test".into(), data)
     }
 
+    /// Items: 0 = tea, 1 = honey (a staple: bought by customers 1..=8), 2 = rare jam (bought
+    /// once, by customer 9). Customer 0 bought only tea. The vectors are set by hand: jam sits
+    /// closer to tea (cosine 0.95) than honey does (0.90).
+    fn taste_model() -> Model {
+        let mut log = OrderLog {
+            items: Interner::from_names(vec!["tea".into(), "honey".into(), "jam".into()]),
+            customers: Interner::from_names((0..10).map(|c| format!("c{c}")).collect()),
+            ..Default::default()
+        };
+        let mut order = |customer: u32, week: i64, item: u32| {
+            let o = log.orders.len() as u32;
+            log.orders.push(OrderHeader {
+                customer,
+                timestamp: week * 7 * 86_400,
+            });
+            log.lines.push(OrderLine {
+                order: o,
+                item,
+                quantity: 1.0,
+                unit_price: 1.0,
+            });
+        };
+        order(0, 0, 0);
+        order(0, 1, 0);
+        for c in 1..=8 {
+            order(c, 0, 1);
+            order(c, 1, 1);
+        }
+        order(9, 1, 2);
+        log.line_titles = vec![None; 3];
+        let mut data = model_from_log(
+            &log,
+            &[],
+            &BuildConfig::default(),
+            &mut StageClock::default(),
+            &Progress::hidden(),
+        );
+        let jam_sin = (1.0f32 - 0.95 * 0.95).sqrt();
+        let honey_sin = (1.0f32 - 0.90 * 0.90).sqrt();
+        data.embeddings = crate::model::Embeddings {
+            dim: 2,
+            vectors: vec![1.0, 0.0, 0.90, honey_sin, 0.95, jam_sin],
+            source: vec![crate::model::VectorSource::Orders; 3],
+        };
+        let index = crate::model::similar::SimilarIndex::exact_for(&data.embeddings);
+        Model::with_index("taste".into(), data, index)
+    }
+
+    #[test]
+    fn the_customer_vector_prefers_the_staple_among_items_about_as_close() {
+        let model = taste_model();
+        let recent = &model.data.popularity.recent;
+        assert!(
+            recent[1] > 4.0 * recent[2],
+            "honey is the staple: {recent:?}"
+        );
+        let customer = model.customer("c0").expect("known");
+        let filters = FilterSpec {
+            purchased: super::super::request::PurchasedPolicy::ExcludeAll,
+            ..FilterSpec::default()
+        };
+        let view = customer_view(&model, Some("c0"), 2 * 7 * 86_400, 14.0);
+        let filter = ItemFilter::new(&model, &filters, &[], view.bought, view.due);
+        let mut out = Vec::new();
+        history_similar_contributions(&model, customer, view.bought, &filter, &mut out);
+        let score = |item: u32| {
+            out.iter()
+                .find(|c| c.item == ItemIdx(item))
+                .map(|c| c.raw)
+                .expect("a candidate")
+        };
+        assert!(out.iter().all(|c| c.item != ItemIdx(0)), "tea was bought");
+        // Cosine alone would rank the jam first (0.95 against 0.90).
+        assert!(
+            score(1) > score(2),
+            "honey {} vs jam {}",
+            score(1),
+            score(2)
+        );
+        let expected = 0.90 * (1.0 + recent[1]).ln();
+        assert!(
+            (score(1) - expected).abs() < 1e-3,
+            "{} vs {expected}",
+            score(1)
+        );
+        let ranked = ranked_with(&model, "c0", &only("history_similar"), filters);
+        assert_eq!(
+            ranked.first().map(String::as_str),
+            Some("honey"),
+            "{ranked:?}"
+        );
+    }
+
     /// The blend with every weight 0 but `name`'s.
     fn only(name: &str) -> Blend {
         let mut blend = Blend::for_surface(Surface::Home);
@@ -1158,15 +1251,25 @@ mod tests {
     }
 
     fn ranked(model: &Model, customer: &str, blend: &Blend) -> Vec<String> {
+        let filters = FilterSpec {
+            purchased: super::super::request::PurchasedPolicy::Include,
+            ..FilterSpec::default()
+        };
+        ranked_with(model, customer, blend, filters)
+    }
+
+    fn ranked_with(
+        model: &Model,
+        customer: &str,
+        blend: &Blend,
+        filters: FilterSpec,
+    ) -> Vec<String> {
         let query = RecommendQuery {
             customer_id: Some(customer.into()),
             surface: Surface::Home,
             context: Vec::new(),
             k: 10,
-            filters: FilterSpec {
-                purchased: super::super::request::PurchasedPolicy::Include,
-                ..FilterSpec::default()
-            },
+            filters,
             as_of: None,
         };
         recommend_with(model, &query, blend)
