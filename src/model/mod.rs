@@ -254,6 +254,12 @@ pub struct Popularity {
 }
 
 impl Popularity {
+    /// `ln(1 + time-decayed orders)`: the damped popularity the popular and customer-vector
+    /// signals scale their candidates by.
+    pub fn log_recent(&self, item: ItemIdx) -> f32 {
+        (1.0 + self.recent[item.ix()]).ln()
+    }
+
     pub fn top_in_category(&self, category: u32) -> &[u32] {
         let c = category as usize;
         match (

@@ -619,7 +619,6 @@ fn history_similar_contributions(
         let Some(candidate) = embeddings.of(s.item) else {
             continue;
         };
-        let recent = model.data.popularity.recent[s.item.ix()];
         let source = heaviest
             .iter()
             .take(MAX_SIMILAR_SOURCES)
@@ -631,7 +630,7 @@ fn history_similar_contributions(
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(item, _)| ItemIdx(item));
         let mut contribution = Contribution::similar(&s, source);
-        contribution.raw *= (1.0 + recent).ln();
+        contribution.raw *= model.data.popularity.log_recent(s.item);
         out.push(contribution);
     }
 }
@@ -750,10 +749,9 @@ fn popular_contributions(
         if !seen.insert(item) || !filter.allows(ItemIdx(item)) {
             return;
         }
-        let recent = data.popularity.recent[item as usize];
         out.push(Contribution {
             item: ItemIdx(item),
-            raw: closeness * (1.0 + recent).ln(),
+            raw: closeness * data.popularity.log_recent(ItemIdx(item)),
             source: None,
             evidence: Evidence {
                 support: data.items.order_count[item as usize],
@@ -1101,86 +1099,66 @@ mod tests {
         );
     }
 
-    /// Items: 0 = milk, 1 = lamp, 2 = bread. Customers 0..10 buy milk and bread in each of three
-    /// weekly orders and a lamp once; customer 10 ("new") placed one order {milk, lamp};
-    /// customer 11 ("lamps") bought a lamp in twelve weekly orders, then milk once.
-    fn model() -> Model {
+    /// A log of one line per (order, item), quantity 1 at price 1; orders are `(customer,
+    /// week, items)`.
+    fn order_log(items: &[&str], customers: usize, orders: &[(u32, i64, &[u32])]) -> OrderLog {
         let mut log = OrderLog {
-            items: Interner::from_names(vec!["milk".into(), "lamp".into(), "bread".into()]),
-            customers: Interner::from_names((0..12).map(|c| format!("c{c}")).collect()),
+            items: Interner::from_names(items.iter().map(|&i| i.to_owned()).collect()),
+            customers: Interner::from_names((0..customers).map(|c| format!("c{c}")).collect()),
             ..Default::default()
         };
-        let mut order = |customer: u32, week: i64, items: &[u32]| {
+        for &(customer, week, lines) in orders {
             let o = log.orders.len() as u32;
             log.orders.push(OrderHeader {
                 customer,
                 timestamp: week * 7 * 86_400,
             });
-            log.lines.extend(items.iter().map(|&item| OrderLine {
+            log.lines.extend(lines.iter().map(|&item| OrderLine {
                 order: o,
                 item,
                 quantity: 1.0,
                 unit_price: 1.0,
             }));
-        };
-        for c in 0..10 {
-            order(c, 0, &[0, 1, 2]);
-            order(c, 1, &[0, 2]);
-            order(c, 2, &[0, 2]);
         }
-        order(10, 3, &[0, 1]);
-        for week in 0..12 {
-            order(11, week, &[1]);
-        }
-        order(11, 12, &[0]);
-        log.line_titles = vec![None; 3];
-        let data = model_from_log(
-            &log,
+        log.line_titles = vec![None; items.len()];
+        log
+    }
+
+    fn built(log: &OrderLog) -> crate::model::ModelData {
+        model_from_log(
+            log,
             &[],
             &BuildConfig::default(),
             &mut StageClock::default(),
             &Progress::hidden(),
-        );
-        Model::new("test".into(), data)
+        )
+    }
+
+    /// Items: 0 = milk, 1 = lamp, 2 = bread. Customers 0..10 buy milk and bread in each of three
+    /// weekly orders and a lamp once; customer 10 ("new") placed one order {milk, lamp};
+    /// customer 11 ("lamps") bought a lamp in twelve weekly orders, then milk once.
+    fn model() -> Model {
+        let mut orders: Vec<(u32, i64, &[u32])> = Vec::new();
+        for c in 0..10 {
+            orders.extend([(c, 0, &[0, 1, 2][..]), (c, 1, &[0, 2]), (c, 2, &[0, 2])]);
+        }
+        orders.push((10, 3, &[0, 1]));
+        orders.extend((0..12).map(|week| (11, week, &[1][..])));
+        orders.push((11, 12, &[0]));
+        let log = order_log(&["milk", "lamp", "bread"], 12, &orders);
+        Model::new("test".into(), built(&log))
     }
 
     /// Items: 0 = tea, 1 = honey (a staple: bought by customers 1..=8), 2 = rare jam (bought
     /// once, by customer 9). Customer 0 bought only tea. The vectors are set by hand: jam sits
     /// closer to tea (cosine 0.95) than honey does (0.90).
     fn taste_model() -> Model {
-        let mut log = OrderLog {
-            items: Interner::from_names(vec!["tea".into(), "honey".into(), "jam".into()]),
-            customers: Interner::from_names((0..10).map(|c| format!("c{c}")).collect()),
-            ..Default::default()
-        };
-        let mut order = |customer: u32, week: i64, item: u32| {
-            let o = log.orders.len() as u32;
-            log.orders.push(OrderHeader {
-                customer,
-                timestamp: week * 7 * 86_400,
-            });
-            log.lines.push(OrderLine {
-                order: o,
-                item,
-                quantity: 1.0,
-                unit_price: 1.0,
-            });
-        };
-        order(0, 0, 0);
-        order(0, 1, 0);
+        let mut orders: Vec<(u32, i64, &[u32])> = vec![(0, 0, &[0]), (0, 1, &[0])];
         for c in 1..=8 {
-            order(c, 0, 1);
-            order(c, 1, 1);
+            orders.extend([(c, 0, &[1][..]), (c, 1, &[1])]);
         }
-        order(9, 1, 2);
-        log.line_titles = vec![None; 3];
-        let mut data = model_from_log(
-            &log,
-            &[],
-            &BuildConfig::default(),
-            &mut StageClock::default(),
-            &Progress::hidden(),
-        );
+        orders.push((9, 1, &[2]));
+        let mut data = built(&order_log(&["tea", "honey", "jam"], 10, &orders));
         let jam_sin = (1.0f32 - 0.95 * 0.95).sqrt();
         let honey_sin = (1.0f32 - 0.90 * 0.90).sqrt();
         data.embeddings = crate::model::Embeddings {
