@@ -442,46 +442,42 @@ fn checksum_of(path: &Path) -> Result<FileChecksum, StoreError> {
     })
 }
 
-/// Bytes per `read` call when loading a version.
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes per `read` call when loading a version: a buffer that stays resident and in cache.
+const READ_CHUNK: usize = 256 << 10;
 
 /// Reads a version's file and checks its size and checksum against the manifest; returns the
 /// content if `keep`, else nothing (the graph files, which their own loader reads).
 ///
-/// The file is read `READ_CHUNK` bytes per system call, each chunk hashed while it is still in
-/// cache. A kernel without preemption (preempt=none, as on the benchmark host) switches away
-/// from a thread in a system call only where that code yields; a `read` of the whole 171 MB
-/// model could hold the core for long stretches, and in two scheduler traces of swaps a
-/// woken serving or load-generating thread waited 10-13 ms behind such loads at the lowest
-/// priority (RESULTS.md, session 10). Between calls the loading thread is preempted at once.
+/// A kernel without preemption (preempt=none, as on the benchmark host) switches away from a
+/// thread in a system call only where that code yields, so a swap's loading thread, at the
+/// lowest priority, can still hold the serving core for as long as one call lasts. Two rules
+/// keep each call short: the file is read `READ_CHUNK` bytes per call (a `read` of the whole
+/// 171 MB model made woken serving threads wait 10-13 ms, RESULTS.md, session 10), and each
+/// call fills the same resident buffer, from which the content is copied in user space: read
+/// straight into a fresh allocation, every call also faulted in its 64 pages from inside the
+/// kernel, and scheduler traces of a swap showed the loader holding the core 1.3-2.1 ms at a
+/// time while the serving thread waited (RESULTS.md, session 15). A page fault in user space
+/// is its own short kernel entry, after which the loader is preempted at once.
 fn read_verified(path: &Path, expected: &FileChecksum, keep: bool) -> Result<Vec<u8>, StoreError> {
     let mut file = File::open(path).map_err(StoreError::io(path))?;
     let len = file.metadata().map_err(StoreError::io(path))?.len();
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    // Zeroed allocations are fresh pages, faulted in by the reads that fill them.
-    let mut buf = vec![0u8; if keep { len } else { READ_CHUNK.min(len) }];
+    let mut content = Vec::with_capacity(if keep { len } else { 0 });
+    let mut chunk = vec![0u8; READ_CHUNK.min(len).max(1)];
     let mut hasher = Xxh3::new();
-    let (mut total, mut at) = (0u64, 0usize);
+    let mut total = 0u64;
     loop {
-        let window = if keep {
-            let end = (at + READ_CHUNK).min(buf.len());
-            &mut buf[at..end]
-        } else {
-            &mut buf[..]
-        };
-        if window.is_empty() {
-            break;
-        }
-        let n = match file.read(window) {
+        let n = match file.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(StoreError::io(path)(e)),
         };
-        hasher.update(&window[..n]);
+        let read = &chunk[..n];
+        hasher.update(read);
         total += n as u64;
         if keep {
-            at += n;
+            content.extend_from_slice(read);
         }
     }
     let found = hex128(hasher.digest128());
@@ -492,12 +488,7 @@ fn read_verified(path: &Path, expected: &FileChecksum, keep: bool) -> Result<Vec
             found,
         });
     }
-    if keep {
-        buf.truncate(at);
-        Ok(buf)
-    } else {
-        Ok(Vec::new())
-    }
+    Ok(content)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
