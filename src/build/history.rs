@@ -217,7 +217,7 @@ const PRIOR_PURCHASES: f32 = 2.0;
 /// interval = own median after three purchases, half own / half the item's after two, the
 /// item's after one; confidence `(purchases − 1 + m·s) / (purchases + m)` with `s` the item's
 /// repeat share and `m` = [`PRIOR_PURCHASES`]; spread = max(IQR, interval / 4, 1 day); strength
-/// = confidence × ln(1 + ln(2 + decayed frequency)). CSR by customer, in history order.
+/// = confidence × ln(2 + decayed frequency). CSR by customer, in history order.
 pub fn due_candidates(
     customers: &CustomerTable,
     repurchase: &[RepurchaseStats],
