@@ -243,16 +243,16 @@ impl Drop for Pool<'_> {
 struct Buffers {
     slots: Vec<u32>,
     candidates: Vec<Candidate>,
-    /// One signal's contributions at a time.
+    /// One signal's contributions at a time, for the signals computed before they are added
+    /// (model lists go straight into the pool, see [`Pool::add_each`]).
     scratch: Vec<Contribution>,
-    /// A second signal read in the same pass: look-alike customers' items the customer owns.
-    own: Vec<Contribution>,
 }
 
 thread_local! {
     static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
 }
 
+#[derive(Clone, Copy)]
 struct Contribution {
     item: ItemIdx,
     raw: f32,
@@ -277,38 +277,99 @@ impl Contribution {
 
 impl Pool<'_> {
     fn add_signal(&mut self, weight: f32, reason: Reason, contributions: &[Contribution]) {
-        let max = contributions.iter().map(|c| c.raw).fold(0.0f32, f32::max);
+        self.add_each(weight, reason, contributions.iter().copied());
+    }
+
+    /// [`Pool::add_signal`] over contributions made on the fly (from a model list, say), so
+    /// that none is written to memory: the iterator runs twice, first for the largest
+    /// contribution, which normalises.
+    fn add_each(
+        &mut self,
+        weight: f32,
+        reason: Reason,
+        contributions: impl Iterator<Item = Contribution> + Clone,
+    ) {
+        let max = contributions.clone().map(|c| c.raw).fold(0.0f32, f32::max);
         if weight <= 0.0 || max <= 0.0 {
             return;
         }
         for c in contributions {
-            let value = weight * c.raw / max;
-            let mut slot = self.slots[c.item.ix()] as usize;
-            if slot == u32::MAX as usize {
-                slot = self.candidates.len();
-                self.slots[c.item.ix()] = slot as u32;
-                self.candidates.push(Candidate {
-                    item: c.item,
-                    total: 0.0,
-                    best: 0.0,
+            self.add(weight * c.raw / max, reason, c.item, c.source, &c.evidence);
+        }
+    }
+
+    /// One signal read straight from the anchors' neighbour lists (each anchor's head, the
+    /// budget shared as [`neighbours_per_anchor`] says), with the same sums as
+    /// [`Pool::add_signal`] over those entries but without writing them out as contributions
+    /// and reading them back: the lists are read twice instead, the second time from cache
+    /// (the first pass finds the largest contribution, which normalises). Confidence and lift
+    /// are filled in later, for returned items only (see [`select`]).
+    fn add_neighbours(
+        &mut self,
+        weight: f32,
+        reason: Reason,
+        lists: &NeighbourLists,
+        anchors: &[(ItemIdx, f32)],
+    ) {
+        let per_anchor = neighbours_per_anchor(anchors.len());
+        let max = anchors
+            .iter()
+            .flat_map(|&(anchor, w)| lists.of(anchor).take(per_anchor).map(move |n| w * n.score))
+            .fold(0.0f32, f32::max);
+        if weight <= 0.0 || max <= 0.0 {
+            return;
+        }
+        for &(anchor, w) in anchors {
+            for n in lists.of(anchor).take(per_anchor) {
+                let evidence = Evidence {
+                    support: n.support,
+                    ..Default::default()
+                };
+                self.add(
+                    weight * (w * n.score) / max,
                     reason,
-                    sources: Sources::default(),
-                    evidence: Evidence::default(),
-                });
+                    n.item,
+                    Some(anchor),
+                    &evidence,
+                );
             }
-            let cand = &mut self.candidates[slot];
-            cand.total += value;
-            if value > cand.best {
-                cand.best = value;
-                cand.reason = reason;
-                cand.evidence = c.evidence;
-                cand.sources = Sources::default();
-            }
-            if cand.reason == reason
-                && let Some(source) = c.source
-            {
-                cand.sources.add(source);
-            }
+        }
+    }
+
+    #[inline(always)]
+    fn add(
+        &mut self,
+        value: f32,
+        reason: Reason,
+        item: ItemIdx,
+        source: Option<ItemIdx>,
+        evidence: &Evidence,
+    ) {
+        let mut slot = self.slots[item.ix()] as usize;
+        if slot == u32::MAX as usize {
+            slot = self.candidates.len();
+            self.slots[item.ix()] = slot as u32;
+            self.candidates.push(Candidate {
+                item,
+                total: 0.0,
+                best: 0.0,
+                reason,
+                sources: Sources::default(),
+                evidence: Evidence::default(),
+            });
+        }
+        let cand = &mut self.candidates[slot];
+        cand.total += value;
+        if value > cand.best {
+            cand.best = value;
+            cand.reason = reason;
+            cand.evidence = *evidence;
+            cand.sources = Sources::default();
+        }
+        if cand.reason == reason
+            && let Some(source) = source
+        {
+            cand.sources.add(source);
         }
     }
 }
@@ -319,27 +380,9 @@ impl Pool<'_> {
 const NEIGHBOUR_BUDGET: usize = 300;
 const MIN_NEIGHBOURS_PER_ANCHOR: usize = 10;
 
-/// Confidence and lift are filled in later, for returned items only (see [`select`]).
-fn neighbour_contributions(
-    lists: &NeighbourLists,
-    anchors: &[(ItemIdx, f32)],
-    out: &mut Vec<Contribution>,
-) {
-    out.clear();
-    let per_anchor = (NEIGHBOUR_BUDGET / anchors.len().max(1)).max(MIN_NEIGHBOURS_PER_ANCHOR);
-    for &(anchor, weight) in anchors {
-        for n in lists.of(anchor).take(per_anchor) {
-            out.push(Contribution {
-                item: n.item,
-                raw: weight * n.score,
-                source: Some(anchor),
-                evidence: Evidence {
-                    support: n.support,
-                    ..Default::default()
-                },
-            });
-        }
-    }
+/// Neighbours each anchor contributes when `anchors` share the budget.
+fn neighbours_per_anchor(anchors: usize) -> usize {
+    (NEIGHBOUR_BUDGET / anchors.max(1)).max(MIN_NEIGHBOURS_PER_ANCHOR)
 }
 
 /// Resolves context ids; unknown ones are returned separately.
@@ -399,19 +442,11 @@ pub fn recommend_with(model: &Model, query: &RecommendQuery, blend: &Blend) -> R
             slots,
             candidates,
             scratch,
-            own,
         } = buffers;
         if slots.len() < model.n_items() {
             slots.resize(model.n_items(), u32::MAX);
         }
-        rank_into(
-            model,
-            query,
-            blend,
-            Pool { slots, candidates },
-            scratch,
-            own,
-        )
+        rank_into(model, query, blend, Pool { slots, candidates }, scratch)
     })
 }
 
@@ -421,7 +456,6 @@ fn rank_into(
     blend: &Blend,
     mut pool: Pool<'_>,
     scratch: &mut Vec<Contribution>,
-    own: &mut Vec<Contribution>,
 ) -> RankedList {
     let data = &model.data;
     let as_of = query.as_of.unwrap_or(data.time.last_order);
@@ -436,11 +470,11 @@ fn rank_into(
 
     let context_anchors: Vec<(ItemIdx, f32)> = context.iter().map(|&i| (i, 1.0)).collect();
     if blend.context_bought_together > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(&data.bought_together, &context_anchors, scratch);
-        pool.add_signal(
+        pool.add_neighbours(
             blend.context_bought_together,
             Reason::BoughtTogether,
-            scratch,
+            &data.bought_together,
+            &context_anchors,
         );
     }
     if blend.context_similar > 0.0 && !context.is_empty() {
@@ -448,8 +482,12 @@ fn rank_into(
         pool.add_signal(blend.context_similar, Reason::Similar, scratch);
     }
     if blend.context_next_order > 0.0 && !context_anchors.is_empty() {
-        neighbour_contributions(&data.next_order, &context_anchors, scratch);
-        pool.add_signal(blend.context_next_order, Reason::NextOrder, scratch);
+        pool.add_neighbours(
+            blend.context_next_order,
+            Reason::NextOrder,
+            &data.next_order,
+            &context_anchors,
+        );
     }
     if let Some(customer) = view.customer {
         if blend.history_bought_together > 0.0 {
@@ -460,49 +498,54 @@ fn rank_into(
                 .take(MAX_HISTORY_ANCHORS)
                 .map(|&i| (ItemIdx(i), 1.0))
                 .collect();
-            neighbour_contributions(&data.bought_together, &anchors, scratch);
-            pool.add_signal(
+            pool.add_neighbours(
                 blend.history_bought_together,
                 Reason::BoughtTogether,
-                scratch,
+                &data.bought_together,
+                &anchors,
             );
         }
         if blend.history_next_order > 0.0 {
             let anchors = history_anchors(model, customer);
-            neighbour_contributions(&data.next_order, &anchors, scratch);
-            pool.add_signal(blend.history_next_order, Reason::NextOrder, scratch);
+            pool.add_neighbours(
+                blend.history_next_order,
+                Reason::NextOrder,
+                &data.next_order,
+                &anchors,
+            );
         }
         if blend.repeat > 0.0 {
             repeat_contributions(model, customer, scratch);
             pool.add_signal(blend.repeat, Reason::BuyAgain, scratch);
         }
         if blend.like_customers > 0.0 || blend.like_customers_repeat > 0.0 {
-            scratch.clear();
-            own.clear();
-            for e in data.customers.neighbour_items(customer) {
-                let contribution = Contribution {
-                    item: ItemIdx(e.item),
-                    raw: e.score,
-                    source: None,
-                    evidence: Evidence::default(),
-                };
-                if e.bought {
-                    own.push(contribution);
-                } else {
-                    scratch.push(contribution);
-                }
-            }
-            pool.add_signal(blend.like_customers, Reason::LikeCustomers, scratch);
-            pool.add_signal(blend.like_customers_repeat, Reason::LikeCustomers, own);
+            // Look-alike customers' items in two signals: new to the customer, and owned.
+            let items = data.customers.neighbour_items(customer);
+            let like = |bought: bool| {
+                items
+                    .iter()
+                    .filter(move |e| e.bought == bought)
+                    .map(|e| Contribution {
+                        item: ItemIdx(e.item),
+                        raw: e.score,
+                        source: None,
+                        evidence: Evidence::default(),
+                    })
+            };
+            pool.add_each(blend.like_customers, Reason::LikeCustomers, like(false));
+            pool.add_each(
+                blend.like_customers_repeat,
+                Reason::LikeCustomers,
+                like(true),
+            );
         }
         if blend.history_similar > 0.0 {
             history_similar_contributions(model, customer, view.bought, &filter, scratch);
             pool.add_signal(blend.history_similar, Reason::Similar, scratch);
         }
         if blend.buy_again > 0.0 {
-            scratch.clear();
             let due = best_due_items(model, customer, as_of, DEFAULT_HORIZON_DAYS, MAX_DUE_ITEMS);
-            scratch.extend(due.iter().map(|d| Contribution {
+            let contributions = due.iter().map(|d| Contribution {
                 item: d.item,
                 raw: d.score,
                 source: Some(d.item),
@@ -513,8 +556,8 @@ fn rank_into(
                     due_at: d.due_at,
                     ..Default::default()
                 },
-            }));
-            pool.add_signal(blend.buy_again, Reason::BuyAgain, scratch);
+            });
+            pool.add_each(blend.buy_again, Reason::BuyAgain, contributions);
         }
     }
     if blend.upsell > 0.0 {
