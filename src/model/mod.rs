@@ -119,14 +119,29 @@ impl NeighbourLists {
     }
 
     pub fn of(&self, item: ItemIdx) -> impl ExactSizeIterator<Item = Neighbour> + '_ {
-        let list = self
-            .entries
-            .get(lists::row_range(&self.offsets, item.ix()))
-            .unwrap_or(&[]);
-        list.iter().map(|e| Neighbour {
+        self.entries_of(item).iter().map(|e| Neighbour {
             item: ItemIdx(e.item),
             score: e.score,
             support: e.support,
+        })
+    }
+
+    /// The item's stored entries, best first (a loaded model's lists are checked to be).
+    pub fn entries_of(&self, item: ItemIdx) -> &[NeighbourEntry] {
+        self.entries
+            .get(lists::row_range(&self.offsets, item.ix()))
+            .unwrap_or(&[])
+    }
+
+    /// Whether every list is sorted best first, without NaN scores.
+    pub fn sorted_best_first(&self) -> bool {
+        self.offsets.windows(2).all(|w| {
+            self.entries
+                .get(w[0] as usize..w[1] as usize)
+                .is_some_and(|list| {
+                    list.iter().all(|e| !e.score.is_nan())
+                        && list.windows(2).all(|p| p[0].score >= p[1].score)
+                })
         })
     }
 
@@ -578,5 +593,27 @@ impl Model {
         let confidence = support as f32 / n_anchor;
         let lift = support as f32 * self.data.total_orders.max(1) as f32 / (n_anchor * n_other);
         (confidence, lift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_sorted_best_first_row_by_row() {
+        // A row may start above the previous row's last score.
+        let sorted = NeighbourLists::from_lists(vec![
+            vec![(1, 0.9, 3), (2, 0.2, 1)],
+            vec![(0, 0.5, 2)],
+            vec![],
+        ]);
+        assert!(sorted.sorted_best_first());
+        let ties = NeighbourLists::from_lists(vec![vec![(1, 0.5, 3), (2, 0.5, 1)]]);
+        assert!(ties.sorted_best_first());
+        let rising = NeighbourLists::from_lists(vec![vec![(1, 0.2, 3), (2, 0.9, 1)]]);
+        assert!(!rising.sorted_best_first());
+        let nan = NeighbourLists::from_lists(vec![vec![(1, f32::NAN, 3)]]);
+        assert!(!nan.sorted_best_first());
     }
 }

@@ -295,6 +295,15 @@ fn validate(data: &ModelData) -> Result<(), String> {
             return Err(format!("{name} out of range"));
         }
     }
+    // Ranking reads a list head's extremes as its largest and smallest scores.
+    for (name, lists) in [
+        ("bought_together", &data.bought_together),
+        ("next_order", &data.next_order),
+    ] {
+        if !lists.sorted_best_first() {
+            return Err(format!("{name} lists are not sorted best first"));
+        }
+    }
     let c = &data.customers;
     let nc = c.ids.len();
     if c.history_offsets.len() != nc + 1
@@ -511,6 +520,45 @@ mod tests {
             bytes: content.len() as u64,
             xxh3_128: hex128(xxhash_rust::xxh3::xxh3_128(content)),
         }
+    }
+
+    #[test]
+    fn a_model_whose_neighbour_lists_are_out_of_order_is_refused() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let inputs = crate::build::BuildInputs {
+            orders: vec![root.join("orders.csv")],
+            catalog: None,
+            mapping: crate::mapping::Mapping::from_file(&root.join("orders.toml"))
+                .expect("mapping"),
+            ingest: crate::ingest::IngestOptions::default(),
+        };
+        let (mut data, _) =
+            crate::build::build(&inputs, &crate::progress::Progress::hidden()).expect("build");
+        assert_eq!(validate(&data), Ok(()));
+        // Swap the first two entries of a list whose scores differ.
+        let entries = &data.bought_together.entries;
+        let first = data
+            .bought_together
+            .offsets
+            .windows(2)
+            .map(|w| w[0] as usize)
+            .zip(
+                data.bought_together
+                    .offsets
+                    .windows(2)
+                    .map(|w| w[1] as usize),
+            )
+            .find(|&(a, b)| b >= a + 2 && entries[a].score > entries[a + 1].score)
+            .map(|(a, _)| a)
+            .expect("a list with two different scores");
+        data.bought_together.entries.swap(first, first + 1);
+        assert_eq!(
+            validate(&data),
+            Err("bought_together lists are not sorted best first".to_owned())
+        );
+        data.bought_together.entries.swap(first, first + 1);
+        data.bought_together.entries[first].score = f32::NAN;
+        assert!(validate(&data).is_err(), "a NaN score is refused");
     }
 
     #[test]

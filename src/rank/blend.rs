@@ -301,9 +301,9 @@ impl Pool<'_> {
     /// One signal read straight from the anchors' neighbour lists (each anchor's head, the
     /// budget shared as [`neighbours_per_anchor`] says), with the same sums as
     /// [`Pool::add_signal`] over those entries but without writing them out as contributions
-    /// and reading them back: the lists are read twice instead, the second time from cache
-    /// (the first pass finds the largest contribution, which normalises). Confidence and lift
-    /// are filled in later, for returned items only (see [`select`]).
+    /// and reading them back; the largest contribution, which normalises, comes from each
+    /// head's ends. Confidence and lift are filled in later, for returned items only (see
+    /// [`select`]).
     fn add_neighbours(
         &mut self,
         weight: f32,
@@ -312,9 +312,16 @@ impl Pool<'_> {
         anchors: &[(ItemIdx, f32)],
     ) {
         let per_anchor = neighbours_per_anchor(anchors.len());
+        // Lists are sorted best first (checked at load) and `w * score` is monotone in the
+        // score, so each head's largest contribution is at one of its two ends: the same
+        // maximum as over every entry, from two reads per anchor.
         let max = anchors
             .iter()
-            .flat_map(|&(anchor, w)| lists.of(anchor).take(per_anchor).map(move |n| w * n.score))
+            .filter_map(|&(anchor, w)| {
+                let head = lists.entries_of(anchor);
+                let head = &head[..head.len().min(per_anchor)];
+                Some(f32::max(w * head.first()?.score, w * head.last()?.score))
+            })
             .fold(0.0f32, f32::max);
         if weight <= 0.0 || max <= 0.0 {
             return;
