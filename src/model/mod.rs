@@ -146,7 +146,7 @@ impl NeighbourLists {
     }
 
     pub fn len_of(&self, item: ItemIdx) -> usize {
-        self.of(item).len()
+        self.entries_of(item).len()
     }
 }
 

@@ -536,19 +536,12 @@ mod tests {
             crate::build::build(&inputs, &crate::progress::Progress::hidden()).expect("build");
         assert_eq!(validate(&data), Ok(()));
         // Swap the first two entries of a list whose scores differ.
-        let entries = &data.bought_together.entries;
-        let first = data
-            .bought_together
+        let lists = &data.bought_together;
+        let first = lists
             .offsets
             .windows(2)
-            .map(|w| w[0] as usize)
-            .zip(
-                data.bought_together
-                    .offsets
-                    .windows(2)
-                    .map(|w| w[1] as usize),
-            )
-            .find(|&(a, b)| b >= a + 2 && entries[a].score > entries[a + 1].score)
+            .map(|w| (w[0] as usize, w[1] as usize))
+            .find(|&(a, b)| b >= a + 2 && lists.entries[a].score > lists.entries[a + 1].score)
             .map(|(a, _)| a)
             .expect("a list with two different scores");
         data.bought_together.entries.swap(first, first + 1);

@@ -312,14 +312,17 @@ impl Pool<'_> {
         anchors: &[(ItemIdx, f32)],
     ) {
         let per_anchor = neighbours_per_anchor(anchors.len());
+        let head = |anchor: ItemIdx| {
+            let list = lists.entries_of(anchor);
+            &list[..list.len().min(per_anchor)]
+        };
         // Lists are sorted best first (checked at load) and `w * score` is monotone in the
         // score, so each head's largest contribution is at one of its two ends: the same
         // maximum as over every entry, from two reads per anchor.
         let max = anchors
             .iter()
             .filter_map(|&(anchor, w)| {
-                let head = lists.entries_of(anchor);
-                let head = &head[..head.len().min(per_anchor)];
+                let head = head(anchor);
                 Some(f32::max(w * head.first()?.score, w * head.last()?.score))
             })
             .fold(0.0f32, f32::max);
@@ -327,15 +330,15 @@ impl Pool<'_> {
             return;
         }
         for &(anchor, w) in anchors {
-            for n in lists.of(anchor).take(per_anchor) {
+            for e in head(anchor) {
                 let evidence = Evidence {
-                    support: n.support,
+                    support: e.support,
                     ..Default::default()
                 };
                 self.add(
-                    weight * (w * n.score) / max,
+                    weight * (w * e.score) / max,
                     reason,
-                    n.item,
+                    ItemIdx(e.item),
                     Some(anchor),
                     &evidence,
                 );
