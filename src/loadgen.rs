@@ -164,6 +164,10 @@ pub struct LoadReport {
     /// call, in µs: a capacity measure a host stall barely moves (one core serves about
     /// 1e6 / this many calls per second).
     pub server_cpu_us_per_call: Option<f64>,
+    /// Time the hypervisor kept each of this machine's CPUs from running during the step
+    /// (steal, from `/proc/stat`), in ms, CPU 0 first; empty where the kernel does not say. A
+    /// run with steal on the server's or the generator's core measured the host, not the server.
+    pub steal_ms: Vec<f64>,
     /// Each second of the step, by scheduled send time: where in a run the tail lands (a model
     /// swap, a host stall).
     pub timeline: Vec<SecondSummary>,
@@ -179,6 +183,8 @@ pub struct SecondSummary {
     /// Of the second's answered calls (nearest rank); 0 without any.
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Steal per CPU in this second, in ms (see [`LoadReport::steal_ms`]).
+    pub steal_ms: Vec<f64>,
 }
 
 /// Latencies (µs) of the answered calls and the error count of each second of a step.
@@ -223,6 +229,7 @@ impl Seconds {
                     errors,
                     p99_ms: rank.checked_sub(1).map_or(0.0, |i| ms(micros[i])),
                     max_ms: micros.last().map_or(0.0, |&v| ms(v)),
+                    steal_ms: Vec::new(),
                 }
             })
             .collect()
@@ -280,6 +287,38 @@ pub fn process_cpu_time(pid: u32) -> Result<Duration, LoadError> {
             .ok_or_else(|| failure(&shown, format!("unexpected contents {text:?}")))?;
     }
     Ok(Duration::from_nanos(total))
+}
+
+/// Milliseconds per tick of `/proc/stat`: its unit is USER_HZ, 100 per second in the kernel's
+/// ABI on every architecture cobuy runs on.
+const PROC_STAT_TICK_MS: f64 = 10.0;
+
+/// Steal ticks so far of each CPU, CPU 0 first: the eighth number of each `cpuN` line of
+/// `/proc/stat` (the summed `cpu` line skipped). Empty if a line lacks it.
+fn steal_ticks(text: &str) -> Vec<u64> {
+    let per_cpu: Option<Vec<u64>> = text
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().nth(8)?.parse().ok())
+        .collect();
+    per_cpu.unwrap_or_default()
+}
+
+/// This machine's steal ticks per CPU now; empty off Linux or when `/proc/stat` is unreadable.
+fn read_steal_ticks() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat").map_or_else(|_| Vec::new(), |t| steal_ticks(&t))
+}
+
+/// Steal between two readings, in ms per CPU; empty unless both name the same CPUs.
+fn steal_between(before: &[u64], after: &[u64]) -> Vec<f64> {
+    if before.len() != after.len() {
+        return Vec::new();
+    }
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(*b) as f64 * PROC_STAT_TICK_MS)
+        .collect()
 }
 
 /// The time on a CPU (ns), the first of schedstat's three numbers.
@@ -340,6 +379,31 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
     // and hands every due request, with its scheduled time, to the runtime.
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let start = Instant::now() + Duration::from_millis(20);
+    // Steal read at the start of each second of the step, on a thread of its own (a read of
+    // `/proc/stat` on the pacer would delay sends).
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = Arc::clone(&sampling);
+        std::thread::spawn(move || {
+            let mut readings = Vec::new();
+            for second in 0u32.. {
+                let at = start + Duration::from_secs(u64::from(second));
+                loop {
+                    if !sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                        return readings;
+                    }
+                    let now = Instant::now();
+                    if at <= now {
+                        break;
+                    }
+                    // Woken early when the step ends.
+                    std::thread::park_timeout(at - now);
+                }
+                readings.push(read_steal_ticks());
+            }
+            readings
+        })
+    };
     let pacer = std::thread::spawn(move || {
         for i in 0..total {
             let at = start + interval.mul_f64(i as f64);
@@ -419,6 +483,10 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
         }
     }
     let _ = pacer.join();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.thread().unpark();
+    let steal_at_end = read_steal_ticks();
+    let steal_seconds = sampler.join().unwrap_or_default();
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| {
         if h.is_empty() {
@@ -439,6 +507,12 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
     };
     report.error_p99_ms = ms(&err_hist, 0.99);
     report.timeline = seconds.summarize();
+    if let Some(first) = steal_seconds.first() {
+        report.steal_ms = steal_between(first, &steal_at_end);
+    }
+    for (second, pair) in report.timeline.iter_mut().zip(steal_seconds.windows(2)) {
+        second.steal_ms = steal_between(&pair[0], &pair[1]);
+    }
     if let (Some(pid), Some(before)) = (spec.server_pid, cpu_before) {
         let spent = process_cpu_time(pid)?.saturating_sub(before);
         report.server_cpu_us_per_call = Some(spent.as_secs_f64() * 1e6 / finished.max(1) as f64);
@@ -531,6 +605,25 @@ mod tests {
             ),
             (1, 1, 7.5, 7.5)
         );
+    }
+
+    #[test]
+    fn steal_is_the_eighth_number_of_each_cpu_line_in_ticks_of_10_ms() {
+        let before = "cpu  3747 0 2905 40171 311 0 68 397 0 0\n\
+                      cpu0 1741 0 1065 20827 8 0 10 186 0 0\n\
+                      cpu1 2006 0 1840 19343 303 0 58 210 0 0\n\
+                      intr 1 2 3\n";
+        let after = "cpu  3767 0 2921 41112 314 0 69 432 0 0\n\
+                     cpu0 1752 0 1071 21300 9 0 10 201 0 0\n\
+                     cpu1 2014 0 1850 19811 305 0 59 231 0 0\n";
+        assert_eq!(steal_ticks(before), vec![186, 210]);
+        assert_eq!(
+            steal_between(&steal_ticks(before), &steal_ticks(after)),
+            vec![150.0, 210.0]
+        );
+        // An old kernel's line without a steal field: no figure rather than a wrong one.
+        assert_eq!(steal_ticks("cpu0 1 2 3 4 5 6 7\n"), Vec::<u64>::new());
+        assert_eq!(steal_between(&[1, 2], &[3]), Vec::<f64>::new());
     }
 
     #[test]

@@ -195,8 +195,8 @@ struct LoadgenArgs {
     /// The server's process id (same host, Linux): report its CPU time per answered call.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Also print each second's calls, p99 and slowest call (by scheduled send time); always
-    /// in `--json`.
+    /// Also print each second's calls, p99, slowest call and steal (by scheduled send time);
+    /// always in `--json`.
     #[arg(long)]
     timeline: bool,
 }
@@ -472,9 +472,19 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     } else {
         ""
     };
+    // Steal per CPU ("cpu0/cpu1 ms"), where the kernel reports it.
+    let steal = |ms: &[f64]| {
+        let each: Vec<String> = ms.iter().map(|m| format!("{m:.0}")).collect();
+        each.join("/")
+    };
+    let steal_header = if reports.iter().any(|r| !r.steal_ms.is_empty()) {
+        "  steal ms"
+    } else {
+        ""
+    };
     writeln!(
         out,
-        "{:>9}  {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{cpu_header}  errors",
+        "{:>9}  {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}{cpu_header}{steal_header}  errors",
         "target/s", "sent/s", "ok", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "err p99"
     )?;
     for r in &reports {
@@ -487,9 +497,14 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         let cpu = r
             .server_cpu_us_per_call
             .map_or(String::new(), |c| format!(" {c:>11.1}"));
+        let stolen = if steal_header.is_empty() {
+            String::new()
+        } else {
+            format!("  {:>8}", steal(&r.steal_ms))
+        };
         writeln!(
             out,
-            "{:>9.0}{} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}{cpu}  {}{overflow}",
+            "{:>9.0}{} {:>9.0} {:>8} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.2} {:>8.2}{cpu}{stolen}  {}{overflow}",
             r.target_rps,
             if r.retry { "r" } else { " " },
             r.achieved_rps,
@@ -517,14 +532,19 @@ fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
             writeln!(out, "per second at {:.0}/s:", r.target_rps)?;
             writeln!(
                 out,
-                "{:>7} {:>8} {:>7} {:>8} {:>8}",
-                "second", "ok", "errors", "p99 ms", "max ms"
+                "{:>7} {:>8} {:>7} {:>8} {:>8} {:>9}",
+                "second", "ok", "errors", "p99 ms", "max ms", "steal ms"
             )?;
             for s in &r.timeline {
                 writeln!(
                     out,
-                    "{:>7} {:>8} {:>7} {:>8.3} {:>8.2}",
-                    s.second, s.ok, s.errors, s.p99_ms, s.max_ms
+                    "{:>7} {:>8} {:>7} {:>8.3} {:>8.2} {:>9}",
+                    s.second,
+                    s.ok,
+                    s.errors,
+                    s.p99_ms,
+                    s.max_ms,
+                    steal(&s.steal_ms)
                 )?;
             }
         }
