@@ -380,30 +380,21 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let start = Instant::now() + Duration::from_millis(20);
     // Steal read at the start of each second of the step, on a thread of its own (a read of
-    // `/proc/stat` on the pacer would delay sends).
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = {
-        let sampling = Arc::clone(&sampling);
-        std::thread::spawn(move || {
-            let mut readings = Vec::new();
-            for second in 0u32.. {
-                let at = start + Duration::from_secs(u64::from(second));
-                loop {
-                    if !sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                        return readings;
-                    }
-                    let now = Instant::now();
-                    if at <= now {
-                        break;
-                    }
-                    // Woken early when the step ends.
-                    std::thread::park_timeout(at - now);
+    // `/proc/stat` on the pacer would delay sends); dropping `stop_sampling` ends it.
+    let (stop_sampling, stop) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut readings = Vec::new();
+        for second in 0u32.. {
+            let at = start + Duration::from_secs(u64::from(second));
+            match stop.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    readings.push(read_steal_ticks())
                 }
-                readings.push(read_steal_ticks());
+                _ => break,
             }
-            readings
-        })
-    };
+        }
+        readings
+    });
     let pacer = std::thread::spawn(move || {
         for i in 0..total {
             let at = start + interval.mul_f64(i as f64);
@@ -483,8 +474,7 @@ pub async fn run_step(spec: &LoadSpec, calls: Arc<Vec<Call>>) -> Result<LoadRepo
         }
     }
     let _ = pacer.join();
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    sampler.thread().unpark();
+    drop(stop_sampling);
     let steal_at_end = read_steal_ticks();
     let steal_seconds = sampler.join().unwrap_or_default();
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
